@@ -1,0 +1,3 @@
+"""oodbench: how fine-tuning CLIP changes out-of-distribution detection."""
+
+__version__ = "0.1.0"

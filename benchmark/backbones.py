@@ -1,0 +1,172 @@
+"""Backbones: open_clip models named `ARCH:TAG` (a pretrained tag) or `ARCH:/path/to/weights`.
+
+The bundled demo backbone `oodbench-tiny-fmnist:demo` is an open_clip model config registered
+with open_clip plus committed safetensors weights; it loads through the same path as any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.errors import OodbenchError, UnknownNameError
+from benchmark.registry import suggest
+
+ASSETS_DIR = Path(__file__).parent / "assets"
+DEMO_BACKBONE = "oodbench-tiny-fmnist:demo"
+# bundled tags: name -> weights file shipped in the package
+BUNDLED_WEIGHTS = {DEMO_BACKBONE: ASSETS_DIR / "oodbench-tiny-fmnist" / "weights.safetensors"}
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+@dataclass
+class Backbone:
+    """A loaded, frozen open_clip model and what identifies it in caches and rows."""
+
+    name: str
+    arch: str
+    model: Any  # open_clip.CLIP
+    preprocess: Any  # the eval image transform
+    tokenizer: Any
+    weights_sha256: str
+    device: torch.device
+
+    @property
+    def preprocess_id(self) -> str:
+        """A stable description of the image transform, part of every feature cache key."""
+        return " ".join(repr(self.preprocess).split())
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp().item())
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings [len(prompts), D] (float32)."""
+        tokens = self.tokenizer(prompts).to(self.device)
+        return torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+
+def _register_bundled_configs() -> None:
+    import open_clip
+
+    for cfg in ASSETS_DIR.glob("*/*.json"):
+        if cfg.stem not in open_clip.list_models():
+            open_clip.add_model_config(cfg)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a weights file, remembered in a sidecar keyed by size and mtime (weights are large)."""
+    stat = path.stat()
+    sidecar = path.with_name(path.name + ".sha256.json")
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        cached = json.loads(sidecar.read_text())
+        if cached.get("stamp") == stamp:
+            return str(cached["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    try:
+        tmp = sidecar.with_name(sidecar.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"stamp": stamp, "sha256": digest}))
+        tmp.replace(sidecar)
+    except OSError:
+        pass  # a read-only location just means hashing again next time
+    return digest
+
+
+def list_backbones() -> list[str]:
+    """Every name `load_backbone` accepts without a path: bundled ones, then open_clip's pretrained list."""
+    import open_clip
+
+    return list(BUNDLED_WEIGHTS) + [f"{a}:{t}" for a, t in open_clip.list_pretrained()]
+
+
+def parse_backbone(name: str) -> tuple[str, str]:
+    arch, sep, tag = name.partition(":")
+    if not sep or not arch or not tag:
+        raise OodbenchError(
+            f"Backbone {name!r} is not of the form ARCH:TAG (for example 'ViT-B-16:openai') or "
+            f"ARCH:/path/to/weights.safetensors. `oodbench list backbones` shows the known names."
+        )
+    return arch, tag
+
+
+def _is_path(tag: str) -> bool:
+    return "/" in tag or "\\" in tag or tag.endswith(WEIGHT_SUFFIXES)
+
+
+def resolve_weights(name: str) -> tuple[str, Path]:
+    """(arch, local weights file) for a backbone name, downloading a hub tag if needed."""
+    import open_clip
+
+    _register_bundled_configs()
+    arch, tag = parse_backbone(name)
+    if name in BUNDLED_WEIGHTS:
+        path = BUNDLED_WEIGHTS[name]
+        if not path.exists():
+            raise OodbenchError(f"The bundled weights {path} are missing; reinstall oodbench or run "
+                                f"`python scripts/train_demo_backbone.py` to rebuild them.")
+        return arch, path
+    models = open_clip.list_models()
+    if arch not in models:
+        raise UnknownNameError(f"Unknown backbone architecture {arch!r}.{suggest(arch, models)} "
+                               f"`oodbench list backbones` shows the known names.")
+    if _is_path(tag):
+        path = Path(tag).expanduser()
+        if not path.is_file():
+            raise OodbenchError(f"Weights file {path} for backbone {name!r} does not exist.")
+        return arch, path
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if tag not in tags:
+        hint = suggest(tag, tags) or (f" Its tags are: {', '.join(tags)}." if tags else f" {arch} has no pretrained tags.")
+        raise UnknownNameError(f"Unknown pretrained tag {tag!r} for {arch}.{hint} "
+                               f"Or pass local weights as {arch}:/path/to/weights.safetensors.")
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    try:
+        path = download_pretrained(get_pretrained_cfg(arch, tag))
+    except Exception as err:
+        path = ""
+        reason = f"{type(err).__name__}: {err}"
+    else:
+        reason = "no file was returned"
+    if not path:
+        raise OodbenchError(
+            f"Could not get the weights of {name!r} from the hub ({reason}). Hub weights are downloaded once "
+            f"into the Hugging Face cache and need a network then. Without one, copy the weights file to this "
+            f"machine and pass --backbone {arch}:/path/to/weights.safetensors (or .pt/.bin)."
+        )
+    return arch, Path(path)
+
+
+def load_backbone(name: str, *, device: torch.device | str = "cpu") -> Backbone:
+    """Load a backbone in eval mode with every parameter frozen."""
+    import open_clip
+
+    device = torch.device(device)
+    arch, path = resolve_weights(name)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(path), device=device)
+    except RuntimeError as err:
+        raise OodbenchError(f"The weights {path} do not fit architecture {arch}: {str(err).splitlines()[0]}. "
+                            f"Check the ARCH part of --backbone matches the checkpoint.") from None
+    except Exception as err:
+        raise OodbenchError(f"Cannot load weights {path} for {arch}: {type(err).__name__}: {err}. "
+                            f"Pass safetensors, or a .pt state dict (loaded with weights_only=True).") from None
+    model.eval().requires_grad_(False)
+    return Backbone(
+        name=name, arch=arch, model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(arch),
+        weights_sha256=file_sha256(path), device=device,
+    )

@@ -1,0 +1,93 @@
+"""Dataset specs: frozen, versioned descriptions of image sets, registered by declaration.
+
+Each family lives in its own module (demo, imagenet, ood, fine_grained) and registers its
+specs into DATASETS when imported; `all_datasets()` imports them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.registry import Registry
+
+PACKAGE_DIR = Path(__file__).parent
+CLASSNAMES_DIR = PACKAGE_DIR / "classnames"
+LISTS_DIR = PACKAGE_DIR / "lists"
+BUNDLED_DIR = PACKAGE_DIR / "demo_data"
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A Hugging Face hub dataset, pinned to a revision (a commit sha)."""
+
+    repo_id: str
+    revision: str
+    split: str
+    config: str | None = None
+    image_column: str = "image"
+    label_column: str | None = "label"
+
+
+@dataclass(frozen=True)
+class BundledSource:
+    """A Parquet file in the HF `datasets` image layout shipped inside this package."""
+
+    file: str  # relative to benchmark/datasets/demo_data/
+
+
+@dataclass(frozen=True)
+class ImageListSource:
+    """Images under the user's data root, listed (relative paths, sorted) in a file shipped here.
+
+    Each line of the list is `relative/path.jpg` or `relative/path.jpg<TAB>label`.
+    """
+
+    list_file: str  # relative to benchmark/datasets/lists/
+    root: str  # folder under the data root, e.g. "imagenet/val"
+    instructions: str = ""  # where to get the images and how to lay them out
+
+
+Source = HubSource | BundledSource | ImageListSource
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One image set. `list_sha256` pins its ordered image list (see benchmark.data.list_hash)."""
+
+    name: str
+    version: int
+    source: Source
+    num_images: int
+    list_sha256: str
+    classnames: str | None = None  # file under classnames/ (ID sets); None for OOD sets
+    license: str = ""
+    citation: str = ""
+    description: str = ""
+
+    def class_names(self) -> list[str]:
+        if self.classnames is None:
+            return []
+        return read_classnames(self.classnames)
+
+
+def read_classnames(file: str) -> list[str]:
+    lines = (CLASSNAMES_DIR / file).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", list_command="oodbench list datasets")
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    return DATASETS.add(spec.name, spec)
+
+
+FAMILIES = ("demo",)
+
+
+def load_families() -> None:
+    """Import every family module so that all specs are registered."""
+    for family in FAMILIES:
+        importlib.import_module(f"benchmark.datasets.{family}")

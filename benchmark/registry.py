@@ -1,0 +1,64 @@
+"""One generic registry: a name maps to exactly one thing, declared where the thing is defined."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from benchmark.errors import OodbenchError, UnknownNameError
+
+T = TypeVar("T")
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    """' Did you mean ...?' for close matches of `name`, or ''."""
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+class Registry(Generic[T]):
+    """Named objects of one kind (`kind` is used in messages: 'suite', 'method', ...)."""
+
+    def __init__(self, kind: str, *, list_command: str | None = None) -> None:
+        self.kind = kind
+        self.list_command = list_command or f"oodbench list {kind}s"
+        self._items: dict[str, T] = {}
+
+    def add(self, name: str, obj: T) -> T:
+        if name in self._items:
+            raise OodbenchError(f"{self.kind} {name!r} is registered twice; names must be unique.")
+        self._items[name] = obj
+        return obj
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: `@METHODS.register("coop")` on the class or function."""
+
+        def deco(obj: T) -> T:
+            return self.add(name, obj)
+
+        return deco
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UnknownNameError(
+                f"Unknown {self.kind} {name!r}.{suggest(name, list(self._items))} "
+                f"`{self.list_command}` shows the {len(self._items)} registered {self.kind}s."
+            ) from None
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def items(self) -> list[tuple[str, T]]:
+        return list(self._items.items())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)

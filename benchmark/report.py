@@ -1,0 +1,99 @@
+"""Terminal tables of result rows. Numbers are stored as fractions; here they become percentages."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+from benchmark.results import KEY_COLUMNS
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def group_means(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per `by` key: mean FPR95/AUROC over the near and over the far OOD sets, and ID accuracy."""
+    out = []
+    for key, g in rows.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rec = dict(zip(by, key))
+        rec["id_acc"] = g["id_acc"].mean()
+        for grp in ("near", "far"):
+            sub = g[g["ood_group"] == grp]
+            rec[f"{grp}_fpr95"] = sub["fpr95"].mean() if len(sub) else float("nan")
+            rec[f"{grp}_auroc"] = sub["auroc"].mean() if len(sub) else float("nan")
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def run_table(rows: pd.DataFrame, *, title: str | None = None) -> Table:
+    """One run's rows: per score, ID accuracy, FPR95/AUROC on every OOD set, near and far means."""
+    ood = rows[["ood_group", "ood_dataset"]].drop_duplicates()
+    table = Table(title=title, caption="FPR95 (lower is better) / AUROC (higher is better), in %")
+    table.add_column("score", style="bold")
+    table.add_column("ID acc", justify="right")
+    for grp, name in ood.itertuples(index=False):
+        table.add_column(f"{name}\n({grp})", justify="right")
+    table.add_column("near mean", justify="right", style="cyan")
+    table.add_column("far mean", justify="right", style="cyan")
+    means = group_means(rows, ["score"]).set_index("score")
+    for score, g in rows.groupby("score", sort=False):
+        cells = [score, pct(g["id_acc"].iloc[0])]
+        by_set = g.set_index("ood_dataset")
+        for _, name in ood.itertuples(index=False):
+            r = by_set.loc[name]
+            cells.append(f"{pct(r['fpr95'])} / {pct(r['auroc'])}")
+        m = means.loc[score]
+        for grp in ("near", "far"):
+            cells.append(f"{pct(m[f'{grp}_fpr95'])} / {pct(m[f'{grp}_auroc'])}")
+        table.add_row(*cells)
+    return table
+
+
+def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> Table:
+    """Per score: the change of a fine-tuned run against the zero-shot run (percentage points)."""
+    b = group_means(base, ["score"]).set_index("score")
+    t = group_means(tuned, ["score"]).set_index("score")
+    table = Table(title=title, caption="change in percentage points (FPR95: negative is better; AUROC, ID acc: positive is better)")
+    for col in ("score", "ID acc", "near FPR95", "near AUROC", "far FPR95", "far AUROC"):
+        table.add_column(col, justify="left" if col == "score" else "right")
+
+    def fmt(d: float, good_if_negative: bool) -> str:
+        good = d < 0 if good_if_negative else d > 0
+        colour = "green" if good else "red" if d != 0 else "white"
+        return f"[{colour}]{100 * d:+.1f}[/{colour}]"
+
+    for score in t.index.intersection(b.index):
+        d = t.loc[score] - b.loc[score]
+        table.add_row(score, fmt(d["id_acc"], False), fmt(d["near_fpr95"], True), fmt(d["near_auroc"], False),
+                      fmt(d["far_fpr95"], True), fmt(d["far_auroc"], False))
+    return table
+
+
+def seed_summary_table(rows: pd.DataFrame, *, title: str | None = None) -> Table:
+    """Mean +- std over seeds for each (method, config, shots, score)."""
+    keys = ["backbone", "method", "config_hash", "shots", "score"]
+    per_seed = group_means(rows, keys + ["seed"])
+    table = Table(title=title, caption="mean ± std over seeds, in %")
+    for col in ("method", "shots", "score", "seeds", "ID acc", "near FPR95", "near AUROC", "far FPR95", "far AUROC"):
+        table.add_column(col, justify="left" if col in ("method", "score") else "right")
+    for key, g in per_seed.groupby(keys, sort=True):
+        _, method, _, shots, score = key
+        cells = [method, str(shots), score, str(len(g))]
+        for c in ("id_acc", "near_fpr95", "near_auroc", "far_fpr95", "far_auroc"):
+            sd = g[c].std(ddof=0) if len(g) > 1 else 0.0
+            cells.append(f"{100 * g[c].mean():.1f} ± {100 * sd:.1f}")
+        table.add_row(*cells)
+    return table
+
+
+def describe_run(rows: pd.DataFrame) -> list[str]:
+    """Key and provenance lines of one run for `oodbench show`."""
+    r = rows.iloc[0]
+    lines = [f"{c}: {r[c]}" for c in KEY_COLUMNS if c not in ("score", "ood_dataset", "ood_group")]
+    for c in ("run_id", "created_at", "oodbench_version", "git_commit", "device", "precision", "weights_sha256",
+              "fewshot_hash"):
+        if c in rows.columns:
+            lines.append(f"{c}: {r[c]}")
+    return lines

@@ -1,0 +1,27 @@
+"""Zero-shot CLIP (Radford et al., 2021): cosine similarity to prompt-ensembled class embeddings.
+
+The baseline every table compares against; with the MCM score it is MCM (Ming et al., 2022).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from methods.base import METHODS, FeatureBatch, Method, MethodConfig, MethodOutput, l2_normalize
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig(MethodConfig):
+    pass
+
+
+@METHODS.register("zero_shot")
+class ZeroShot(Method):
+    Config = ZeroShotConfig
+    trains = False
+    paper = "Radford et al. Learning Transferable Visual Models From Natural Language Supervision. ICML 2021."
+
+    def predict(self, batch: FeatureBatch) -> MethodOutput:
+        scale = self.ctx.backbone.logit_scale
+        sims = l2_normalize(batch.global_) @ self.ctx.text_features.T
+        return MethodOutput(logits=scale * sims, logit_scale=scale)
