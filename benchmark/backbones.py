@@ -159,8 +159,9 @@ def load_backbone(name: str, *, device: torch.device | str = "cpu") -> Backbone:
     arch, path = resolve_weights(name)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(path), device=device)
-    except RuntimeError as err:
-        raise OodbenchError(f"The weights {path} do not fit architecture {arch}: {str(err).splitlines()[0]}. "
+    except (RuntimeError, AssertionError, KeyError) as err:  # open_clip's shape checks raise these
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise OodbenchError(f"The weights {path} do not fit architecture {arch}: {first}. "
                             f"Check the ARCH part of --backbone matches the checkpoint.") from None
     except Exception as err:
         raise OodbenchError(f"Cannot load weights {path} for {arch}: {type(err).__name__}: {err}. "

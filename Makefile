@@ -1,0 +1,22 @@
+# The two quick-start commands: `make demo` and `make test`. Both install from this repository's files.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+
+.PHONY: install install-test browser demo test
+
+install:
+	$(PIP) install -q -e .
+
+install-test:
+	$(PIP) install -q -e ".[test]"
+
+# Headless Chromium and its driver from Debian, for the leaderboard's browser tests.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+demo: install
+	oodbench demo
+
+test: install-test browser
+	$(PYTHON) -m pytest -q

@@ -1,0 +1,116 @@
+"""The `oodbench` command: the demo end to end, and one clear message per user mistake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.results import REQUIRED, read_results
+
+
+def oodbench(*args: str, capsys) -> tuple[int, str, str]:
+    """Run the CLI in-process as a user would call it; returns (exit code, stdout, stderr)."""
+    from benchmark.cli import main
+
+    old = sys.argv
+    sys.argv = ["oodbench", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_cold_then_warm(tmp_path):
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "benchmark.cli", "demo", "--cache-dir", str(tmp_path / "cache"),
+           "--results-dir", str(tmp_path / "results"), "--no-progress"]
+    cold = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert cold.returncode == 0, cold.stderr
+    assert "feature cache miss" in cold.stdout
+    for score in ("mcm", "msp", "energy", "max_logit", "entropy"):
+        assert score in cold.stdout
+    files = sorted((tmp_path / "results").glob("*.parquet"))
+    assert files, cold.stdout
+    zs = [read_results(f) for f in files if "__zero_shot-" in f.name]
+    assert len(zs) == 1
+    rows = zs[0]
+    assert set(REQUIRED) <= set(rows.columns)
+    assert len(rows) == 5 * 4  # five scores x four OOD sets
+    assert rows["id_acc"].iloc[0] >= 0.80
+    assert (rows[rows.score == "mcm"]["auroc"] >= 0.60).all()
+
+    warm = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert warm.returncode == 0, warm.stderr
+    assert "feature cache hit" in warm.stdout
+    assert len(list((tmp_path / "results").glob("*.parquet"))) == 2 * len(files)  # never overwrites
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--suite", "fmnist-odd", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot"],
+     "Did you mean 'fmnist-ood'"),
+    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shoot"],
+     "Did you mean 'zero_shot'"),
+    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot",
+      "--scores", "mcm,enrgy"], "Did you mean 'energy'"),
+    (["run", "--suite", "fmnist-ood", "--backbone", "ViT-B-61:openai", "--method", "zero_shot"],
+     "Did you mean 'ViT-B-16'"),
+    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot",
+      "--config", "alpha"], "key=value"),
+    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot",
+      "--config", "alpha=1"], "Unknown config key"),
+    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot",
+      "--device", "tpu"], "Unknown device"),
+    (["list", "suits"], "Did you mean 'suites'"),
+    (["show", "/no/such/file.parquet"], "does not exist"),
+])
+def test_user_mistakes_get_one_clear_message(args, message, capsys, tmp_path):
+    extra = ["--results-dir", str(tmp_path)] if args[0] == "run" else []
+    code, out, err = oodbench(*args, *extra, capsys=capsys)
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("*.parquet"))
+
+
+def test_unwritable_results_dir_fails_before_any_work(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = oodbench("run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method",
+                            "zero_shot", "--results-dir", str(blocker / "results"), "--cache-dir", str(tmp_path / "c"),
+                            capsys=capsys)
+    assert code == 2
+    assert "Cannot write results into" in " ".join(err.split())
+    assert not (tmp_path / "c").exists()  # nothing was encoded
+
+
+def test_list_and_show(capsys, tmp_path):
+    for what in ("suites", "methods", "scores", "datasets"):
+        code, out, _ = oodbench("list", what, capsys=capsys)
+        assert code == 0 and out.strip()
+    code, out, _ = oodbench("list", "backbones", capsys=capsys)
+    assert "oodbench-tiny-fmnist:demo" in out
+    code, out, err = oodbench("run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method",
+                              "zero_shot", "--scores", "mcm,energy", "--results-dir", str(tmp_path),
+                              "--cache-dir", str(tmp_path / "cache"), "--no-progress", capsys=capsys)
+    assert code == 0, err
+    (path,) = tmp_path.glob("*.parquet")
+    assert sorted(set(read_results(path)["score"])) == ["energy", "mcm"]
+    code, out, _ = oodbench("show", str(path), capsys=capsys)
+    assert code == 0 and "weights_sha256" in out and "mcm" in out
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["list"], ["show"]])
+def test_help_everywhere(command):
+    out = subprocess.run([sys.executable, "-m", "benchmark.cli", *command, "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "Usage" in out.stdout
