@@ -4,12 +4,19 @@ Every loader verifies the spec's pinned `list_sha256` before any image is used. 
 the sha256 of one line per image, in order, `<id>\\t<label>\\n`, where `<id>` is the sha256 of the
 image's encoded bytes (hub and bundled sets, whose bytes come with the list) or its relative path
 (image lists, whose files live on the user's disk and are checked image by image when read).
+
+Image-list specs whose data cannot be inspected when the spec is written carry `list_sha256 = ""`:
+they are pinned locally. `oodbench data prepare` (benchmark.datacheck) enumerates the user's copy,
+writes the ordered list under `<data root>/.oodbench/lists/` and its hash, count and content hash
+under `<data root>/.oodbench/pins/`; loading then verifies the list against that local pin, and the
+hash goes into every result row so that runs on different copies can be told apart.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,10 +29,56 @@ from benchmark.datasets import BUNDLED_DIR, LISTS_DIR, BundledSource, DatasetSpe
 from benchmark.errors import DataError
 
 DATA_ROOT_ENV = "OODBENCH_DATA"
+STATE_DIR = ".oodbench"  # under the data root: locally pinned lists, pins, class names from the user's copy
 
 
 def default_data_root() -> Path:
     return Path(os.environ.get(DATA_ROOT_ENV, Path.home() / "oodbench-data")).expanduser()
+
+
+def is_pinned(spec: DatasetSpec) -> bool:
+    """True when the spec itself carries its list hash; False for specs pinned locally by `data prepare`."""
+    return bool(spec.list_sha256)
+
+
+def local_list_path(spec: DatasetSpec, data_root: Path) -> Path:
+    return data_root / STATE_DIR / "lists" / f"{spec.name}.v{spec.version}.tsv"
+
+
+def local_pin_path(spec: DatasetSpec, data_root: Path) -> Path:
+    return data_root / STATE_DIR / "pins" / f"{spec.name}.json"
+
+
+def local_classnames_path(file: str, *, data_root: Path | None = None) -> Path:
+    """Where `data prepare` writes class names that cannot ship with oodbench; DataError when absent."""
+    path = (data_root or default_data_root()) / STATE_DIR / "classnames" / file
+    if not path.exists():
+        raise DataError(
+            f"Class names {file!r} do not ship with oodbench: they are read from your copy of the dataset. Run "
+            f"`oodbench data prepare` for the dataset that uses them (see `oodbench data check SUITE`), which writes "
+            f"{path}; set {DATA_ROOT_ENV} (or --data-root) if your data root is elsewhere."
+        )
+    return path
+
+
+def read_local_pin(spec: DatasetSpec, data_root: Path) -> dict:
+    """The pin `data prepare` recorded for a locally pinned spec; DataError naming the fix when absent or stale."""
+    path = local_pin_path(spec, data_root)
+    if not path.exists():
+        raise DataError(
+            f"Dataset {spec.name!r} is unpinned on this machine: its image list is pinned from your verified copy by "
+            f"`oodbench data prepare {spec.name} --from PATH` (no {path}). `oodbench data check` says where to get it."
+        )
+    try:
+        pin = json.loads(path.read_text(encoding="utf-8"))
+        pin["list_sha256"], pin["num_images"], pin["version"]  # noqa: B018  the keys every pin has
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"The local pin {path} of dataset {spec.name!r} is unreadable ({err}); run "
+                        f"`oodbench data prepare {spec.name} --from PATH` again.") from None
+    if pin["version"] != spec.version:
+        raise DataError(f"Dataset {spec.name!r} was prepared for spec version {pin['version']} but the spec is now "
+                        f"version {spec.version}; run `oodbench data prepare {spec.name} --from PATH` again.")
+    return pin
 
 
 def list_hash(entries: Iterable[tuple[str, int]]) -> str:
@@ -167,15 +220,38 @@ def read_image_list(list_file: Path) -> list[tuple[str, int]]:
         if not line.strip():
             continue
         rel, _, label = line.partition("\t")
-        safe_relative(rel, where=f"{list_file.name} line {n}")
-        entries.append((rel, int(label) if label else -1))
+        safe_relative(rel, where=f"{list_file} line {n}")
+        try:
+            entries.append((rel, int(label) if label else -1))
+        except ValueError:
+            raise DataError(f"{list_file} line {n}: label {label!r} is not an integer; lines are "
+                            f"`relative/path<TAB>label`.") from None
     return entries
 
 
-def _load_list(spec: DatasetSpec, source: ImageListSource, data_root: Path) -> LoadedDataset:
-    entries = read_image_list(LISTS_DIR / source.list_file)
+def resolve_list(spec: DatasetSpec, source: ImageListSource, data_root: Path) -> tuple[list[tuple[str, int]], str]:
+    """The verified ordered (path, label) list of an image-list spec and its hash: shipped and pinned by the
+    spec, or written by `data prepare` and pinned locally."""
+    if is_pinned(spec):
+        entries = read_image_list(LISTS_DIR / source.list_file)
+        actual = list_hash(entries)
+        _verify(spec, actual, len(entries))
+        return entries, actual
+    pin = read_local_pin(spec, data_root)
+    list_file = local_list_path(spec, data_root)
+    entries = read_image_list(list_file) if list_file.exists() else []
     actual = list_hash(entries)
-    _verify(spec, actual, len(entries))
+    if actual != pin["list_sha256"] or len(entries) != pin["num_images"]:
+        raise DataError(
+            f"The local image list {list_file} of dataset {spec.name!r} no longer matches the pin `data prepare` "
+            f"recorded ({pin['num_images']} images, sha256 {pin['list_sha256'][:16]}...; found {len(entries)}, "
+            f"{actual[:16]}...). Run `oodbench data prepare {spec.name} --from PATH` again rather than editing it."
+        )
+    return entries, actual
+
+
+def _load_list(spec: DatasetSpec, source: ImageListSource, data_root: Path) -> LoadedDataset:
+    entries, actual = resolve_list(spec, source, data_root)
     root = data_root / source.root
     if not root.is_dir():
         how = f" {source.instructions}" if source.instructions else ""
@@ -185,7 +261,7 @@ def _load_list(spec: DatasetSpec, source: ImageListSource, data_root: Path) -> L
         )
     paths = [root / rel for rel, _ in entries]
     labels = np.asarray([lab for _, lab in entries], dtype=np.int64)
-    return LoadedDataset(spec=spec, labels=labels, list_sha256=actual, _paths=paths, _names=[rel for rel, _ in entries])
+    return LoadedDataset(spec=spec, labels=labels, list_sha256=actual, _paths=paths, _names=[str(p) for p in paths])
 
 
 def load_dataset(spec: DatasetSpec, *, data_root: Path | None = None, hf_cache_dir: Path | None = None) -> LoadedDataset:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 
 from benchmark.backbones import Backbone
 from benchmark.data import LoadedDataset
+from benchmark.distributed import all_agree, barrier, rank_world
 from benchmark.encoders import FEATURE_KINDS
 from benchmark.errors import OodbenchError
 from benchmark.progress import Progress
@@ -55,17 +57,6 @@ def write_json_atomic(path: Path, obj: object) -> None:
     tmp.replace(path)
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    if _dist()[1] > 1:
-        torch.distributed.barrier()
-
-
 @dataclass(frozen=True)
 class FeatureKey:
     arch: str
@@ -94,77 +85,173 @@ class Features:
 
 
 class _Images(torch.utils.data.Dataset):
-    def __init__(self, dataset: LoadedDataset, indices: range, preprocess) -> None:
-        self.dataset, self.indices, self.preprocess = dataset, indices, preprocess
+    def __init__(self, dataset: LoadedDataset, preprocess) -> None:
+        self.dataset, self.preprocess = dataset, preprocess
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.dataset)
 
-    def __getitem__(self, j: int) -> torch.Tensor:
-        return self.preprocess(self.dataset.get_image(self.indices[j]))
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.preprocess(self.dataset.get_image(i))
 
 
-def _encode_block(backbone: Backbone, dataset: LoadedDataset, indices: range, *, kind: str, precision: str,
-                  batch_size: int, num_workers: int, progress: Progress) -> np.ndarray:
+def _block_path(block_dir: Path, i: int) -> Path:
+    return block_dir / f"{i:06d}.npy"
+
+
+def _read_block(path: Path, rows: int) -> np.ndarray | None:
+    """A finished block, or None when it is absent, unreadable or of the wrong shape (then it is encoded again).
+
+    Blocks are renamed into place only once fully written, so a killed run leaves at most a hidden
+    `.NNNNNN.npy.PID.tmp` file, which is never read."""
+    if not path.exists():
+        return None
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except Exception:  # truncated or garbled file: numpy raises ValueError, EOFError, OSError, ...
+        return None
+    return arr if arr.dtype == np.float16 and arr.ndim >= 1 and arr.shape[0] == rows else None
+
+
+def _encode_blocks(backbone: Backbone, dataset: LoadedDataset, blocks: dict[int, range], block_dir: Path, *,
+                   kind: str, precision: str, batch_size: int, num_workers: int, progress) -> None:
+    """Encode `blocks` (index -> image range) with one DataLoader, saving each block atomically when complete."""
     encoder = FEATURE_KINDS.get(kind)
     device = backbone.device
+    order = sorted(blocks)
+    batches = [list(blocks[b][s:s + batch_size]) for b in order for s in range(0, len(blocks[b]), batch_size)]
+    owner = [b for b in order for _ in range(0, len(blocks[b]), batch_size)]
     loader = torch.utils.data.DataLoader(
-        _Images(dataset, indices, backbone.preprocess), batch_size=batch_size, num_workers=num_workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-        prefetch_factor=4 if num_workers > 0 else None,
+        _Images(dataset, backbone.preprocess), batch_sampler=batches, num_workers=num_workers,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers > 0 else None,
     )
     dtype = PRECISIONS[precision]
-    out = []
+    pending: list[np.ndarray] = []
     with torch.inference_mode():
-        for images in loader:
+        for j, images in enumerate(loader):
             images = images.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 feats = encoder(backbone, images)
-            out.append(feats.float().cpu().numpy().astype(np.float16))
+            pending.append(feats.float().cpu().numpy().astype(np.float16))
             progress.advance(len(images))
-    return np.concatenate(out) if out else np.zeros((0,), np.float16)
+            if j + 1 == len(batches) or owner[j + 1] != owner[j]:
+                save_npy_atomic(_block_path(block_dir, owner[j]), np.concatenate(pending))
+                pending = []
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_final(folder: Path, key: FeatureKey, n: int) -> np.ndarray | None:
+    """The cached features if complete and intact (meta.json written last, size, shape and sha256 match), else None."""
+    final, meta_path = folder / "features.npy", folder / "meta.json"
+    if not final.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        arr = np.load(final, mmap_mode="r")
+        intact = (meta["digest"] == key.digest() and list(arr.shape) == meta["shape"] and arr.shape[0] == n
+                  and arr.dtype == np.float16 and final.stat().st_size == meta["bytes"]
+                  and _file_sha256(final) == meta["sha256"])
+    except Exception:  # missing/garbled meta.json, truncated .npy, ...
+        return None
+    return arr if intact else None
+
+
+def _assemble(folder: Path, block_dir: Path, blocks: list[range], key: FeatureKey) -> None:
+    """Rank 0: concatenate the blocks into features.npy through a memory map (never all in RAM), then meta.json."""
+    parts = [_read_block(_block_path(block_dir, i), len(b)) for i, b in enumerate(blocks)]
+    bad = [i for i, part in enumerate(parts) if part is None]
+    if bad:
+        raise OodbenchError(f"Feature blocks {bad[:10]} in {block_dir} are missing or damaged after extraction; "
+                            f"run again (they are re-encoded).")
+    final = folder / "features.npy"
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shape = (sum(len(b) for b in blocks), *parts[0].shape[1:]) if parts else (0,)
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+    start = 0
+    for part in parts:
+        out[start:start + len(part)] = part
+        start += len(part)
+    out.flush()
+    del out
+    with tmp.open("rb+") as f:
+        os.fsync(f.fileno())
+    tmp.replace(final)
+    write_json_atomic(folder / "meta.json", {**key.__dict__, "digest": key.digest(), "shape": list(shape),
+                                             "bytes": final.stat().st_size, "sha256": _file_sha256(final)})
+    shutil.rmtree(block_dir, ignore_errors=True)
 
 
 def extract_features(backbone: Backbone, dataset: LoadedDataset, *, cache_dir: Path, kind: str = "global",
                      precision: str = "fp32", batch_size: int = 256, num_workers: int = 0,
                      progress: Progress | None = None, block_size: int = BLOCK_SIZE) -> Features:
-    """Features of every image of `dataset`, from the cache or encoded now (and cached)."""
+    """Features of every image of `dataset`, from the cache or encoded now (and cached).
+
+    Resumable: finished blocks of an interrupted run are kept and only missing ones are encoded. Under
+    torchrun each rank encodes every world_size-th block and rank 0 assembles. A damaged cache file is
+    detected (size, shape, sha256) and rebuilt with a warning. Out of device memory, the batch is halved
+    (with a warning) until it fits."""
     FEATURE_KINDS.get(kind)
     if precision not in PRECISIONS:
         raise OodbenchError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    if block_size < 1:
+        raise OodbenchError(f"block_size must be at least 1 (got {block_size}).")
     key = FeatureKey(backbone.arch, backbone.weights_sha256, backbone.preprocess_id, precision,
                      dataset.spec.name, dataset.spec.version, dataset.list_sha256, kind)
     folder = key.folder(cache_dir)
     final = folder / "features.npy"
-    if final.exists():
-        return Features(np.load(final, mmap_mode="r"), True, final)
+    n = len(dataset)
+    rank, world = rank_world()
+    cached = _load_final(folder, key, n)
+    if all_agree(cached is not None):
+        return Features(cached, True, final)
+    if rank == 0 and final.exists():
+        warnings.warn(f"The feature cache {final} is incomplete or damaged (size, shape or checksum differs from "
+                      f"its meta.json); encoding {dataset.spec.name!r} again.", stacklevel=2)
+        final.unlink()
+        (folder / "meta.json").unlink(missing_ok=True)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OodbenchError(f"Cannot create the feature cache folder {folder}: {err.strerror}. "
                             f"Pass --cache-dir (or set {CACHE_ENV}) to a writable folder.") from None
+    barrier()
     progress = progress or Progress(enabled=False)
-    rank, world = _dist()
-    n = len(dataset)
     blocks = [range(s, min(s + block_size, n)) for s in range(0, n, block_size)]
     block_dir = folder / "blocks"
-    mine = [i for i in range(len(blocks)) if i % world == rank]
-    todo = [i for i in mine if not (block_dir / f"{i:06d}.npy").exists()]
-    done_images = sum(len(blocks[i]) for i in mine if i not in todo)
-    with progress.task(f"encode {dataset.spec.name} ({kind})", total=sum(len(blocks[i]) for i in mine),
-                       completed=done_images) as task:
-        for i in todo:
-            arr = _encode_block(backbone, dataset, blocks[i], kind=kind, precision=precision,
-                                batch_size=batch_size, num_workers=num_workers, progress=task)
-            save_npy_atomic(block_dir / f"{i:06d}.npy", arr)
-    _barrier()
-    if rank == 0 and not final.exists():
-        parts = [np.load(block_dir / f"{i:06d}.npy") for i in range(len(blocks))]
-        save_npy_atomic(final, np.concatenate(parts))
-        write_json_atomic(folder / "meta.json", {**key.__dict__, "shape": list(np.load(final, mmap_mode="r").shape)})
-        shutil.rmtree(block_dir, ignore_errors=True)
-    _barrier()
-    return Features(np.load(final, mmap_mode="r"), False, final)
+    mine = {i: blocks[i] for i in range(len(blocks)) if i % world == rank}
+    todo = {i: b for i, b in mine.items() if _read_block(_block_path(block_dir, i), len(b)) is None}
+    with progress.task(f"encode {dataset.spec.name} ({kind})", total=sum(map(len, mine.values())),
+                       completed=sum(len(b) for i, b in mine.items() if i not in todo)) as task:
+        while todo:
+            try:
+                _encode_blocks(backbone, dataset, todo, block_dir, kind=kind, precision=precision,
+                               batch_size=batch_size, num_workers=num_workers, progress=task)
+                todo = {}
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise OodbenchError(f"Encoding {dataset.spec.name!r} runs out of device memory even one image at "
+                                        f"a time; use a device with more memory or --precision bf16.") from None
+                batch_size //= 2  # finished blocks are kept; retry the rest with a batch that fits
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                warnings.warn(f"Out of device memory; continuing with --batch-size {batch_size}.", stacklevel=2)
+                todo = {i: b for i, b in todo.items() if _read_block(_block_path(block_dir, i), len(b)) is None}
+    barrier()
+    if rank == 0:
+        _assemble(folder, block_dir, blocks, key)
+    barrier()
+    arr = _load_final(folder, key, n)
+    if arr is None:
+        raise OodbenchError(f"The feature cache {final} could not be read back after writing; check the disk "
+                            f"(space, a shared filesystem visible to every rank) and run again.")
+    return Features(arr, False, final)
 
 
 def text_features(backbone: Backbone, classnames: list[str], templates: list[str], *, cache_dir: Path) -> torch.Tensor:

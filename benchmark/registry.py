@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from benchmark.errors import OodbenchError, UnknownNameError
@@ -38,6 +39,15 @@ class Registry(Generic[T]):
             return self.add(name, obj)
 
         return deco
+
+    @contextmanager
+    def temporarily(self, name: str, obj: T) -> Iterator[T]:
+        """Register `obj` for the duration of a `with` block (tests, throwaway specs), then remove it."""
+        self.add(name, obj)
+        try:
+            yield obj
+        finally:
+            self._items.pop(name, None)
 
     def get(self, name: str) -> T:
         try:

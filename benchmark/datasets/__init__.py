@@ -41,15 +41,21 @@ class BundledSource:
 class ImageListSource:
     """Images under the user's data root, listed (relative paths, sorted) in a file shipped here.
 
-    Each line of the list is `relative/path.jpg` or `relative/path.jpg<TAB>label`.
+    Each line of the list is `relative/path.jpg` or `relative/path.jpg<TAB>label`. A spec whose
+    `list_sha256` is "" is pinned locally: `oodbench data prepare` enumerates the user's copy with
+    `layout` (see benchmark.datacheck) and records the list and its hash under the data root.
     """
 
-    list_file: str  # relative to benchmark/datasets/lists/
+    list_file: str  # relative to benchmark/datasets/lists/ (unused by locally pinned specs)
     root: str  # folder under the data root, e.g. "imagenet/val"
     instructions: str = ""  # where to get the images and how to lay them out
+    layout: str = "listed"  # how `data prepare` enumerates a copy: a name in benchmark.datacheck.LAYOUTS
 
 
 Source = HubSource | BundledSource | ImageListSource
+
+
+UNKNOWN_COUNT = 0  # a locally pinned spec's num_images when the count is not asserted; `data prepare` records it
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,13 @@ class DatasetSpec:
 
 
 def read_classnames(file: str) -> list[str]:
-    lines = (CLASSNAMES_DIR / file).read_text(encoding="utf-8").splitlines()
+    """Class names shipped in classnames/, or (for sets whose names cannot ship) written by `data prepare`."""
+    path = CLASSNAMES_DIR / file
+    if not path.exists():
+        from benchmark.data import local_classnames_path
+
+        path = local_classnames_path(file)
+    lines = path.read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip()]
 
 
@@ -84,7 +96,7 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     return DATASETS.add(spec.name, spec)
 
 
-FAMILIES = ("demo",)
+FAMILIES = ("demo", "imagenet", "ood", "fine_grained")
 
 
 def load_families() -> None:
