@@ -2,4 +2,137 @@
 
 from __future__ import annotations
 
-from benchmark.cli import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from benchmark.cli import CacheOpt, DataRootOpt, DeviceOpt, ProgressOpt, _progress, app, console, err_console
+from benchmark.errors import OodbenchError
+
+leaderboard_app = typer.Typer(help="Build the static leaderboard site from results/.", no_args_is_help=True)
+app.add_typer(leaderboard_app, name="leaderboard")
+
+VALIDATABLE = (".parquet", ".csv")
+SITE = Path("site")
+ResultsOpt = Annotated[Path, typer.Option("--results", help="Folder of entries (Parquet, searched recursively), "
+                                                            "reported/ numbers and verifications/ records.")]
+ToleranceOpt = Annotated[float, typer.Option("--tolerance", help="Largest allowed absolute difference of each metric "
+                                                                 "(fractions: 0.005 is half a percentage point).")]
+RecordDirOpt = Annotated[Path, typer.Option("--record-dir", help="Where the verification record <run_id>.json goes.")]
+MethodFileOpt = Annotated[Optional[Path], typer.Option("--method-file", help="A Python file that registers the "
+                                                       "entry's method if it lives outside oodbench.")]
+SiteOpt = Annotated[Path, typer.Option("--out", help="Folder for the site (replaced if it holds an earlier build).")]
+
+
+@leaderboard_app.command("build")
+def build(
+    results: ResultsOpt = Path("results"),
+    out: SiteOpt = SITE,
+) -> None:
+    """Validate every result file and write the static site (works from file:// and any static host)."""
+    from leaderboard.build import build_site
+
+    report = build_site(results_dir=results, out=out)
+    for s in report.skipped:
+        err_console.print(f"[yellow]skipped[/yellow] {escape(s.path)}: {escape('; '.join(s.reasons))}",
+                          highlight=False, soft_wrap=True)
+    console.print(f"built {out} from {report.n_files} result file(s): {report.n_entries} entries on {report.n_suites} "
+                  f"suite page(s), {len(report.skipped)} file(s) skipped, in {report.seconds:.1f}s. "
+                  f"Open {out / 'index.html'}.", highlight=False, soft_wrap=True)
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix in VALIDATABLE and f.is_file())
+        else:
+            files.append(p)
+    return files
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Result Parquet files, reported-numbers CSV files, or folders "
+                                                     "(searched recursively).")],
+) -> None:
+    """Check result files (schema, types, ranges, NaNs, duplicate keys, provenance, suite and version);
+    exit 1 if any file has a problem."""
+    from benchmark.results import registered_suites, validate_file
+    from leaderboard.reported import validate_reported_file
+
+    suites = registered_suites()
+    expanded = _expand(files)
+    if not expanded:
+        raise OodbenchError(f"No .parquet or .csv files in {', '.join(map(str, files))}.")
+    bad = 0
+    for f in expanded:
+        if f.suffix == ".csv":
+            check = validate_reported_file(f, suites=suites)
+        elif f.suffix == ".parquet" or not f.exists():
+            check = validate_file(f, suites=suites)
+        else:
+            raise OodbenchError(f"{f} is neither a result file (.parquet) nor reported numbers (.csv).")
+        if check.ok:
+            n = len(check.rows)
+            runs = check.rows["run_id"].nunique() if "run_id" in check.rows.columns else 0
+            console.print(f"[green]ok[/green]      {escape(str(f))} ({n} rows" + (f", {runs} run(s))" if runs else ")"),
+                          highlight=False, soft_wrap=True)
+        else:
+            bad += 1
+            console.print(f"[red]invalid[/red] {escape(str(f))}", highlight=False, soft_wrap=True)
+            for p in check.problems:
+                console.print(f"  - {p}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"{len(expanded) - bad} of {len(expanded)} file(s) valid.", highlight=False, soft_wrap=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def reproduce(
+    file: Annotated[Path, typer.Argument(help="The entry's result Parquet file.")],
+    tolerance: ToleranceOpt = 0.005,
+    record_dir: RecordDirOpt = Path("results") / "verifications",
+    method_file: MethodFileOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = None,
+    data_root: DataRootOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Re-run the run(s) an entry describes from its provenance, compare every metric, write a verification record;
+    exit 1 if a metric differs beyond the tolerance."""
+    from benchmark.reproduce import reproduce_file
+
+    if method_file is not None:
+        from methods import load_method_file
+
+        load_method_file(method_file)
+    outcomes = reproduce_file(file, tolerance=tolerance, record_dir=record_dir, device=device, cache_dir=cache_dir,
+                              data_root=data_root, progress=_progress(progress))
+    failed = 0
+    for o in outcomes:
+        for w in o.warnings:
+            err_console.print(f"[yellow]warning[/yellow] run {o.run_id}: {escape(w)}", highlight=False, soft_wrap=True)
+        if o.verified:
+            console.print(f"[green]verified[/green] run {o.run_id}: {o.compared} values within {o.tolerance} "
+                          f"(largest difference {o.max_abs_diff:.2g})", highlight=False, soft_wrap=True)
+        else:
+            failed += 1
+            console.print(f"[red]mismatch[/red] run {o.run_id}: {len(o.mismatches)} of {o.compared} values differ "
+                          f"beyond {o.tolerance}:", highlight=False, soft_wrap=True)
+            for m in o.mismatches[:20]:
+                if "problem" in m:
+                    console.print(f"  - {m['score']} / {m['ood_dataset']}: {m['problem']}", highlight=False,
+                                  markup=False, soft_wrap=True)
+                else:
+                    console.print(f"  - {m['score']} / {m['ood_dataset']} {m['metric']}: entry {m['entry']:.4f}, "
+                                  f"re-run {m['reproduced']:.4f} (difference {m['abs_diff']:.4f})",
+                                  highlight=False, markup=False, soft_wrap=True)
+            if len(o.mismatches) > 20:
+                console.print(f"  ... and {len(o.mismatches) - 20} more (all in {o.record_path})", highlight=False,
+                              markup=False, soft_wrap=True)
+        console.print(f"record: {o.record_path}", highlight=False, markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)

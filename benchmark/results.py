@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmark.errors import OodbenchError
+from benchmark.registry import suggest
+from benchmark.suites import OOD_GROUPS, SUITES, SuiteSpec
 
 KEY_COLUMNS = ("suite", "suite_version", "backbone", "method", "method_config", "config_hash", "score",
                "shots", "seed", "id_dataset", "ood_dataset", "ood_group")
@@ -25,6 +28,10 @@ COUNT_COLUMNS = ("n_id", "n_ood")
 PROVENANCE_COLUMNS = ("run_id", "created_at", "oodbench_version", "git_commit", "package_versions", "device",
                       "weights_sha256", "fewshot_hash", "dataset_hashes")
 EXTRA_COLUMNS = ("precision",)
+OPTIONAL_PROVENANCE = ("fewshot_hash", "git_commit")  # empty for zero-shot runs / outside a git checkout
+# Columns that are the same on every row of one run (score, OOD set and metrics vary).
+RUN_CONSTANT = ("suite", "suite_version", "backbone", "method", "method_config", "config_hash", "shots", "seed",
+                "id_dataset", "id_acc", "n_id") + PROVENANCE_COLUMNS
 
 SCHEMA = pa.schema([
     ("suite", pa.string()), ("suite_version", pa.int64()), ("backbone", pa.string()), ("method", pa.string()),
@@ -38,6 +45,7 @@ SCHEMA = pa.schema([
     ("precision", pa.string()),
 ])
 REQUIRED = KEY_COLUMNS + METRIC_COLUMNS + COUNT_COLUMNS + PROVENANCE_COLUMNS
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")  # run ids name files (verification records)
 RUN_KEY = ("suite", "suite_version", "backbone", "method", "config_hash", "shots", "seed")
 
 
@@ -94,6 +102,8 @@ def read_results(path: Path) -> pd.DataFrame:
 
 @dataclass
 class Validation:
+    """The outcome of validating one file: its problems (sentences) and, when readable, its rows."""
+
     path: Path
     problems: list[str] = field(default_factory=list)
     rows: pd.DataFrame | None = None
@@ -103,6 +113,11 @@ class Validation:
         return not self.problems
 
 
+def registered_suites() -> dict[str, SuiteSpec]:
+    """Every registered suite by name: what validation checks suite names, versions and OOD sets against."""
+    return dict(SUITES.items())
+
+
 def _is_json_object(s: object) -> bool:
     try:
         return isinstance(json.loads(s), dict)  # type: ignore[arg-type]
@@ -110,16 +125,9 @@ def _is_json_object(s: object) -> bool:
         return False
 
 
-def validate_frame(df: pd.DataFrame, *, known_suites: dict[str, int] | None = None) -> list[str]:
-    """Every problem of a results frame, as sentences; [] when it is valid."""
-    problems: list[str] = []
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        problems.append(f"missing required columns: {', '.join(missing)}")
-    if df.empty:
-        problems.append("the file has no rows")
-    present = [c for c in REQUIRED if c in df.columns]
-    for c in present:
+def _type_problems(df: pd.DataFrame) -> list[str]:
+    problems = []
+    for c in [c for c in REQUIRED if c in df.columns]:
         expected = SCHEMA.field(c).type
         if pa.types.is_string(expected) and not all(isinstance(v, str) for v in df[c]):
             problems.append(f"column {c} must hold strings")
@@ -127,6 +135,13 @@ def validate_frame(df: pd.DataFrame, *, known_suites: dict[str, int] | None = No
             problems.append(f"column {c} must hold integers (found {df[c].dtype})")
         elif pa.types.is_floating(expected) and not pd.api.types.is_float_dtype(df[c]):
             problems.append(f"column {c} must hold floats (found {df[c].dtype})")
+        elif pa.types.is_timestamp(expected) and not isinstance(df[c].dtype, pd.DatetimeTZDtype):
+            problems.append(f"column {c} must hold UTC timestamps (found {df[c].dtype})")
+    return problems
+
+
+def _value_problems(df: pd.DataFrame) -> list[str]:
+    problems = []
     for c in METRIC_COLUMNS:
         if c in df.columns and pd.api.types.is_float_dtype(df[c]):
             if df[c].isna().any():
@@ -134,40 +149,101 @@ def validate_frame(df: pd.DataFrame, *, known_suites: dict[str, int] | None = No
             bad = df[c].dropna()
             bad = bad[(bad < 0) | (bad > 1)]
             if len(bad):
-                problems.append(f"column {c} has {len(bad)} values outside [0, 1] (first: {bad.iloc[0]!r}); "
+                problems.append(f"column {c} has {len(bad)} values outside [0, 1] (first: {float(bad.iloc[0])}); "
                                 f"metrics are stored as fractions, not percentages")
-    for c in COUNT_COLUMNS + ("shots",):
-        if c in df.columns and pd.api.types.is_integer_dtype(df[c]) and (df[c] < 0).any():
-            problems.append(f"column {c} has negative values")
+    for c in COUNT_COLUMNS:
+        if c in df.columns and pd.api.types.is_integer_dtype(df[c]) and (df[c] < 1).any():
+            problems.append(f"column {c} has values below 1; every metric needs ID and OOD samples")
+    if "shots" in df.columns and pd.api.types.is_integer_dtype(df["shots"]) and (df["shots"] < 0).any():
+        problems.append("column shots has negative values")
     if "ood_group" in df.columns:
-        groups = set(df["ood_group"]) - {"near", "far"}
+        groups = set(df["ood_group"]) - set(OOD_GROUPS)
         if groups:
             problems.append(f"ood_group must be 'near' or 'far' (found {sorted(map(str, groups))})")
+    if "run_id" in df.columns:
+        bad_ids = [v for v in df["run_id"].unique() if not (isinstance(v, str) and RUN_ID_PATTERN.match(v))]
+        if bad_ids:
+            problems.append(f"run_id must be 8-64 letters, digits, '-' or '_' (found {str(bad_ids[0])[:80]!r})")
     for c in ("method_config", "package_versions", "dataset_hashes"):
         if c in df.columns and not all(_is_json_object(v) for v in df[c]):
             problems.append(f"column {c} must hold JSON objects")
     for c in PROVENANCE_COLUMNS:
-        if c in df.columns and df[c].dtype == object and any(v in ("", None) for v in df[c]):
-            if c not in ("fewshot_hash", "git_commit"):
-                problems.append(f"provenance column {c} has empty values")
-    key = [c for c in KEY_COLUMNS if c in df.columns]
-    if len(key) == len(KEY_COLUMNS):
+        if c not in df.columns or c in OPTIONAL_PROVENANCE:
+            continue
+        if df[c].isna().any() or (pd.api.types.is_string_dtype(df[c]) and (df[c].astype(str) == "").any()):
+            problems.append(f"provenance column {c} has empty values")
+    return problems
+
+
+def _run_problems(df: pd.DataFrame) -> list[str]:
+    """Each run_id describes one run: one key and one provenance, every score on the same OOD sets."""
+    problems = []
+    constant = [c for c in RUN_CONSTANT if c in df.columns]
+    for run_id, g in df.groupby("run_id", sort=False):
+        varying = [c for c in constant if g[c].nunique(dropna=False) > 1]
+        if varying:
+            problems.append(f"run {run_id} has more than one value in {', '.join(varying)}; "
+                            f"one run_id must describe one run")
+        if {"score", "ood_dataset"} <= set(g.columns):
+            per_score = g.groupby("score")["ood_dataset"].apply(lambda s: tuple(sorted(s)))
+            if per_score.nunique() > 1:
+                problems.append(f"run {run_id}: the scores were not all measured on the same OOD sets")
+    return problems
+
+
+def _suite_problems(df: pd.DataFrame, suites: Mapping[str, SuiteSpec]) -> list[str]:
+    problems = []
+    for (name, version), g in df.groupby(["suite", "suite_version"], sort=False):
+        if name not in suites:
+            problems.append(f"unknown suite {name!r}{suggest(str(name), list(suites))} "
+                            f"(`oodbench list suites` shows the registered ones)")
+            continue
+        spec = suites[name]
+        if int(version) != spec.version:
+            problems.append(f"suite {name!r} is at version {spec.version}, the file has version {version}; "
+                            f"re-run the entry with the current suite")
+            continue
+        if "ood_dataset" in g.columns and "ood_group" in g.columns:
+            expected = set(spec.ood_sets())
+            found = set(zip(g["ood_group"], g["ood_dataset"]))
+            if found != expected:
+                missing = sorted(f"{d} ({grp})" for grp, d in expected - found)
+                extra = sorted(f"{d} ({grp})" for grp, d in found - expected)
+                problems.append(f"suite {name!r} v{version} OOD sets do not match"
+                                + (f"; missing {', '.join(missing)}" if missing else "")
+                                + (f"; not in the suite {', '.join(extra)}" if extra else ""))
+        if "id_dataset" in g.columns and set(g["id_dataset"]) != {spec.id_test}:
+            problems.append(f"suite {name!r} has ID dataset {spec.id_test!r}, the file has "
+                            f"{sorted(map(str, set(g['id_dataset'])))}")
+    return problems
+
+
+def validate_frame(df: pd.DataFrame, *, suites: Mapping[str, SuiteSpec] | None = None) -> list[str]:
+    """Every problem of a results frame, as sentences; [] when it is valid.
+
+    Checks columns, types, NaNs, ranges, JSON fields, empty provenance, duplicate keys, that each
+    run_id is one consistent run and, given `suites`, the suite name, version and OOD sets.
+    """
+    missing = [c for c in REQUIRED if c not in df.columns]
+    problems = [f"missing required columns: {', '.join(missing)}"] if missing else []
+    if df.empty:
+        return problems + ["the file has no rows"]
+    problems += _type_problems(df) + _value_problems(df)
+    if len(missing) == 0 and not problems:  # structural checks need well-typed columns
         dup = df.duplicated(subset=list(KEY_COLUMNS), keep=False)
         if dup.any():
             problems.append(f"{int(dup.sum())} rows share the same key (suite, backbone, method, config, score, "
                             f"shots, seed, OOD dataset)")
-    if known_suites is not None and {"suite", "suite_version"} <= set(df.columns):
-        for (suite, version), _ in df.groupby(["suite", "suite_version"]):
-            if suite not in known_suites:
-                problems.append(f"unknown suite {suite!r}")
-            elif int(version) != known_suites[suite]:
-                problems.append(f"suite {suite!r} is at version {known_suites[suite]}, the file has version {version}")
+        problems += _run_problems(df)
+        if suites is not None:
+            problems += _suite_problems(df, suites)
     return problems
 
 
-def validate_file(path: Path, *, known_suites: dict[str, int] | None = None) -> Validation:
+def validate_file(path: Path, *, suites: Mapping[str, SuiteSpec] | None = None) -> Validation:
+    """Read and validate one result file; never raises for a bad file (its problems say what is wrong)."""
     try:
         df = read_results(path)
     except OodbenchError as err:
         return Validation(Path(path), [str(err)])
-    return Validation(Path(path), validate_frame(df, known_suites=known_suites), df)
+    return Validation(Path(path), validate_frame(df, suites=suites), df)

@@ -1,0 +1,76 @@
+"""`oodbench reproduce`: a demo zero-shot entry verifies; a tampered metric fails with a clear report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.errors import OodbenchError
+from benchmark.reproduce import file_sha256, read_verifications, reproduce_file, validate_record
+from benchmark.results import read_results, write_results
+
+
+def test_a_demo_entry_reproduces_and_its_record_is_written(demo_run, tmp_path, run_cli):
+    records = tmp_path / "verifications"
+    code, out, err = run_cli("reproduce", demo_run["file"], "--cache-dir", demo_run["cache_dir"], "--record-dir",
+                             records, "--device", "cpu", "--no-progress")
+    assert code == 0, out + err
+    run_id = read_results(demo_run["file"])["run_id"].iloc[0]
+    assert f"verified run {run_id}" in out
+    record = json.loads((records / f"{run_id}.json").read_text())
+    assert validate_record(record) == []
+    assert record["status"] == "verified" and record["mismatches"] == []
+    assert record["entry_sha256"] == file_sha256(demo_run["file"])
+    assert record["compared"] == len(read_results(demo_run["file"])) * 7  # 5 metrics and 2 counts per row
+    assert record["max_abs_diff"] <= record["tolerance"] == 0.005
+    assert read_verifications(records)[0].keys() == {run_id}
+    assert not [p for p in records.iterdir() if p.name.startswith(".")]  # atomic write left no temporary file
+
+
+def test_a_tampered_metric_fails_with_a_clear_report(demo_run, tmp_path, run_cli):
+    rows = read_results(demo_run["file"])
+    row = rows.index[(rows["score"] == "mcm") & (rows["ood_dataset"] == "textiles")][0]
+    rows.loc[row, "auroc"] = rows.loc[row, "auroc"] - 0.05  # a submission claiming 5 points it did not measure
+    tampered = write_results(rows, tmp_path / "tampered.parquet")
+    records = tmp_path / "verifications"
+    code, out, _ = run_cli("reproduce", tampered, "--cache-dir", demo_run["cache_dir"], "--record-dir", records,
+                           "--device", "cpu", "--no-progress")
+    assert code == 1
+    assert "mismatch" in out and "1 of" in out and "mcm / textiles auroc" in out and "(difference 0.0500)" in out
+    record = json.loads((records / f"{rows['run_id'].iloc[0]}.json").read_text())
+    assert record["status"] == "mismatch" and validate_record(record) == []
+    [m] = record["mismatches"]
+    assert (m["score"], m["ood_dataset"], m["metric"]) == ("mcm", "textiles", "auroc")
+    assert m["abs_diff"] == pytest.approx(0.05, abs=1e-4)
+
+
+def test_provenance_differences_are_warnings_and_tolerance_is_checked(demo_run, tmp_path):
+    rows = read_results(demo_run["file"])
+    rows["oodbench_version"] = "0.0.1"
+    rows["weights_sha256"] = "0" * 64
+    old = write_results(rows, tmp_path / "old.parquet")
+    [outcome] = reproduce_file(old, cache_dir=demo_run["cache_dir"], record_dir=tmp_path / "v", device="cpu",
+                               tolerance=0.001)
+    assert outcome.verified
+    assert any("oodbench_version differs" in w for w in outcome.warnings)
+    assert any("weights_sha256 differs" in w for w in outcome.warnings)
+    with pytest.raises(OodbenchError, match="--tolerance 5"):
+        reproduce_file(old, tolerance=5, record_dir=tmp_path / "v")
+
+
+def test_an_invalid_entry_is_not_reproduced(demo_run, tmp_path):
+    rows = read_results(demo_run["file"])
+    rows["suite_version"] = 99
+    bad = write_results(rows, tmp_path / "bad.parquet")
+    with pytest.raises(OodbenchError, match="not a valid result file.*version 99"):
+        reproduce_file(bad, record_dir=tmp_path / "v", cache_dir=demo_run["cache_dir"])
+    assert not (tmp_path / "v").exists()
+
+
+def test_records_are_validated(tmp_path):
+    assert "field 'status' must be a str" in validate_record({})
+    assert validate_record([]) == ["a verification record must be a JSON object"]
+    (tmp_path / "abcdefgh.json").write_text(json.dumps({"format": "oodbench-verification/1"}))
+    records, bad = read_verifications(tmp_path)
+    assert records == {} and bad and bad[0][0].name == "abcdefgh.json"
