@@ -79,19 +79,27 @@ def demo(
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
-    """Run zero-shot CLIP with every score on the bundled demo suite (offline, CPU, minutes)."""
+    """Zero-shot CLIP and CoOp (16 shots) with every score on the bundled demo suite, and how
+    fine-tuning changed OOD detection (offline, CPU, minutes)."""
     from benchmark.backbones import DEMO_BACKBONE
     from benchmark.harness import Harness, RunSpec
-    from benchmark.report import run_table
+    from benchmark.report import delta_table, run_table
+    from benchmark.sweep import demo_threads
 
     start = time.perf_counter()
     harness = Harness(progress=_progress(progress))
-    spec = RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot", device=device, cache_dir=cache_dir)
     console.print(f"[bold]oodbench demo[/bold]: suite fmnist-ood, backbone {DEMO_BACKBONE}")
-    zs = harness.run(spec, results_dir=results_dir)
-    console.print(_cache_note(zs))
-    console.print(run_table(zs.rows, title="zero-shot CLIP on fmnist-ood"))
-    console.print(f"wrote {zs.path}")
+    with demo_threads(DEMO_BACKBONE, device):
+        zs = harness.run(RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot", device=device,
+                                 cache_dir=cache_dir), results_dir=results_dir)
+        console.print(_cache_note(zs))
+        console.print(run_table(zs.rows, title="zero-shot CLIP on fmnist-ood"))
+        console.print(f"wrote {zs.path}")
+        coop = harness.run(RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="coop", shots=16, seed=1,
+                                   device=device, cache_dir=cache_dir), results_dir=results_dir)
+    console.print(run_table(coop.rows, title="CoOp (16 shots, seed 1) on fmnist-ood"))
+    console.print(f"wrote {coop.path} (CoOp trained in {coop.seconds['fit']:.1f}s on cached features)")
+    console.print(delta_table(zs.rows, coop.rows, title="How fine-tuning changed OOD detection: CoOp 16-shot minus zero-shot"))
     console.print(f"demo finished in {time.perf_counter() - start:.1f}s")
 
 
@@ -124,10 +132,18 @@ def run_cmd(
         from methods import load_method_file
 
         load_method_file(method_file)
+    if data_root is not None:  # class names read from the user's copy live under the data root too
+        import os
+
+        from benchmark.data import DATA_ROOT_ENV
+
+        os.environ[DATA_ROOT_ENV] = str(data_root)
     spec = RunSpec(suite=suite, backbone=backbone, method=method, method_config=_parse_config(config),
                    scores=_split(scores), shots=shots, seed=seed, device=device, precision=precision,
                    batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, data_root=data_root)
     result = Harness(progress=_progress(progress)).run(spec, out=out, results_dir=results_dir)
+    if result.path is None:  # a torchrun rank other than 0: rank 0 wrote and reports the rows
+        return
     console.print(_cache_note(result))
     console.print(run_table(result.rows, title=f"{method} on {suite} ({backbone}, shots={result.rows['shots'].iloc[0]}, seed={seed})"))
     console.print(f"wrote {result.path} in {result.seconds['total']:.1f}s")
@@ -185,10 +201,12 @@ def list_cmd(what: Annotated[str, typer.Argument(help=f"One of: {', '.join(LISTA
         from benchmark.datasets import DATASETS, load_families
 
         load_families()
-        for c in ("dataset", "version", "images", "source", "licence"):
+        for c in ("dataset", "version", "images", "pin", "source", "licence"):
             table.add_column(c)
         for name, d in DATASETS.items():
-            table.add_row(name, str(d.version), str(d.num_images), type(d.source).__name__.replace("Source", ""), d.license)
+            images = str(d.num_images) if d.num_images else "not asserted"
+            pin = d.list_sha256[:12] if d.list_sha256 else "pinned locally (`oodbench data prepare`)"
+            table.add_row(name, str(d.version), images, pin, type(d.source).__name__.replace("Source", ""), d.license)
     console.print(table)
 
 
@@ -212,8 +230,11 @@ from benchmark import cli_data, cli_leaderboard, cli_sweep  # noqa: E402,F401
 
 
 def main() -> None:
+    from benchmark.distributed import process_group
+
     try:
-        app()
+        with process_group():  # joins torchrun's process group when launched by it; a no-op otherwise
+            app()
     except OodbenchError as err:
         err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -26,6 +26,7 @@ import torch
 import benchmark
 from benchmark.backbones import Backbone, load_backbone
 from benchmark.data import LoadedDataset, load_dataset
+from benchmark.encoders import view_kind
 from benchmark.errors import OodbenchError
 from benchmark.features import extract_features, text_features
 from benchmark.fewshot import fewshot_split
@@ -136,10 +137,23 @@ def check_writable(folder: Path) -> None:
                             f"pointing at a writable folder.") from None
 
 
-def _batch(features: np.ndarray, local: np.ndarray | None, idx: slice | np.ndarray, device: torch.device) -> FeatureBatch:
-    g = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
-    loc = None if local is None else torch.from_numpy(np.asarray(local[idx], dtype=np.float32)).to(device)
-    return FeatureBatch(global_=g, local=loc)
+def _batch(features: np.ndarray, local: np.ndarray | None, idx: slice | np.ndarray, device: torch.device,
+           views: np.ndarray | None = None) -> FeatureBatch:
+    def take(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.from_numpy(np.asarray(a[idx], dtype=np.float32)).to(device)
+
+    v = take(views)
+    return FeatureBatch(global_=take(features), local=take(local), views=None if v is None else v.transpose(0, 1).contiguous())
+
+
+def views_needed(method_cls: type[Method], config: object) -> int:
+    """How many cached augmented views of the pool `fit` reads (the config's `views`), 0 for none."""
+    if "views" not in method_cls.needs:
+        return 0
+    if not hasattr(config, "views"):
+        raise OodbenchError(f"{method_cls.__name__} declares needs={{'views'}} but its Config has no `views` field; "
+                            f"add `views: int` (the number of cached augmented views per image).")
+    return int(config.views)
 
 
 @torch.inference_mode()
@@ -240,9 +254,11 @@ class Harness:
             fewshot_hash = split.sha256
             pool_g = feats(suite.pool)
             pool_l = feats(suite.pool, "local") if "local" in method_cls.needs else None
+            n_views = views_needed(method_cls, config)
+            pool_v = feats(suite.pool, view_kind(n_views)) if n_views else None
             labels = torch.from_numpy(pool.labels).to(device)
             data = FitData(
-                train=_batch(pool_g, pool_l, split.train, device), labels=labels[split.train],
+                train=_batch(pool_g, pool_l, split.train, device, pool_v), labels=labels[split.train],
                 val=_batch(pool_g, pool_l, split.val, device), val_labels=labels[split.val], shots=shots,
             )
             with torch.enable_grad():

@@ -12,7 +12,7 @@ from benchmark.errors import OodbenchError
 from methods.base import METHODS, Method, MethodOutput  # noqa: F401
 from methods.scores import SCORES  # noqa: F401
 
-BUILTIN = ("zero_shot",)
+BUILTIN = ("zero_shot", "coop", "cocoop", "locoop", "clip_adapter", "tip_adapter", "tip_adapter_f", "linear_probe")
 ENTRY_POINT_GROUP = "oodbench.methods"
 _loaded = False
 

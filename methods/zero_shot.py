@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from methods.base import METHODS, FeatureBatch, Method, MethodConfig, MethodOutput, l2_normalize
+from methods.common import head_output
 
 
 @dataclass(frozen=True)
@@ -23,5 +24,4 @@ class ZeroShot(Method):
 
     def predict(self, batch: FeatureBatch) -> MethodOutput:
         scale = self.ctx.backbone.logit_scale
-        sims = l2_normalize(batch.global_) @ self.ctx.text_features.T
-        return MethodOutput(logits=scale * sims, logit_scale=scale)
+        return head_output(lambda f: scale * l2_normalize(f) @ self.ctx.text_features.T, batch, logit_scale=scale)

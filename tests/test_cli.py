@@ -45,7 +45,9 @@ def test_demo_end_to_end_cold_then_warm(tmp_path):
     assert len(zs) == 1
     rows = zs[0]
     assert set(REQUIRED) <= set(rows.columns)
-    assert len(rows) == 5 * 4  # five scores x four OOD sets
+    assert len(rows) == 6 * 4  # six scores (gl_mcm included) x four OOD sets
+    assert any("__coop-" in f.name and "__k16__s1__" in f.name for f in files)  # CoOp 16-shot beside zero-shot
+    assert "How fine-tuning changed OOD detection" in cold.stdout
     assert rows["id_acc"].iloc[0] >= 0.80
     assert (rows[rows.score == "mcm"]["auroc"] >= 0.60).all()
 

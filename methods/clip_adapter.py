@@ -1,0 +1,75 @@
+"""CLIP-Adapter (Gao et al., IJCV 2023): a bottleneck MLP on the image feature, blended residually.
+
+f' = ratio * A(f) + (1 - ratio) * f with A = Linear(D, D/4) ReLU Linear(D/4, D) ReLU, classified
+against the frozen zero-shot text classifier. Trains on cached features and augmented views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize
+from methods.common import head_output, pick_views, train
+
+
+@dataclass(frozen=True)
+class ClipAdapterConfig(MethodConfig):
+    # Defaults: CLIP-Adapter paper Sec. 4.1 (visual adapter, reduction 4, ratio 0.2 on ImageNet) and the
+    # CoOp/Dassl schedule its code (gaopengcuhk/CLIP-Adapter) trains with: SGD, lr 2e-3, batch 32, 200 epochs.
+    reduction: int = 4
+    ratio: float = 0.2
+    lr: float = 0.002
+    weight_decay: float = 5e-4
+    batch_size: int = 32
+    epochs: int = 200
+    warmup_epochs: int = 1
+    views: int = 10  # cached augmented views per pool image (the paper's random crops and flips)
+
+
+class Adapter(nn.Module):
+    def __init__(self, dim: int, reduction: int, generator: torch.Generator) -> None:
+        super().__init__()
+        hidden = max(1, dim // reduction)
+        self.down = nn.Linear(dim, hidden, bias=False)
+        self.up = nn.Linear(hidden, dim, bias=False)
+        with torch.no_grad():  # PyTorch's default init, drawn from the run's generator
+            for layer in (self.down, self.up):
+                bound = layer.in_features ** -0.5
+                layer.weight.copy_(torch.empty(layer.weight.shape).uniform_(-bound, bound, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.up(F.relu(self.down(x))))
+
+
+@METHODS.register("clip_adapter")
+class ClipAdapter(Method):
+    Config = ClipAdapterConfig
+    needs = frozenset({"views"})
+    paper = "Gao, Geng, Zhang, Ma, Fang, Zhang, Li, Qiao. CLIP-Adapter: Better Vision-Language Models with Feature Adapters. IJCV 2023."
+
+    def __init__(self, *, config: ClipAdapterConfig, context) -> None:
+        super().__init__(config=config, context=context)
+        dim = context.text_features.shape[1]
+        self.adapter = Adapter(dim, config.reduction, context.generator).to(context.device)
+
+    def head(self, feats: torch.Tensor) -> torch.Tensor:
+        r = self.config.ratio
+        adapted = r * self.adapter(feats.float()) + (1 - r) * feats.float()
+        return self.ctx.backbone.logit_scale * l2_normalize(adapted) @ self.ctx.text_features.T
+
+    def fit(self, data: FitData) -> None:
+        c = self.config
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(self.head(pick_views(data.train, idx, self.ctx.generator)), data.labels[idx])
+
+        train(params=list(self.adapter.parameters()), loss_fn=loss, n=len(data.labels), epochs=c.epochs,
+              batch_size=c.batch_size, lr=c.lr, generator=self.ctx.generator, weight_decay=c.weight_decay,
+              warmup_epochs=c.warmup_epochs)
+
+    def predict(self, batch: FeatureBatch) -> MethodOutput:
+        return head_output(self.head, batch, logit_scale=self.ctx.backbone.logit_scale)

@@ -1,0 +1,89 @@
+"""CoCoOp (Zhou et al., CVPR 2022): CoOp's context shifted per image by a small meta-network.
+
+The meta-net (Linear D->D/16, ReLU, Linear D/16->W) maps an image feature to a shift added to
+every context vector, so each image gets its own class prompts. Trains on cached features and
+cached augmented views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize
+from methods.common import pick_views, train
+from methods.prompt_learning import PromptLearner
+
+PREDICT_CHUNK = 128  # images per text-encoder pass at prediction (C prompts each)
+
+
+@dataclass(frozen=True)
+class CoCoOpConfig(MethodConfig):
+    # Defaults: CoCoOp paper Sec. 4 and its code's config vit_b16_c4_ep10_batch1_ctxv1.
+    ctx_init: str = "a photo of a"  # n_ctx = 4 tokens of the init; "" = random init with n_ctx vectors
+    n_ctx: int = 4
+    lr: float = 0.002  # SGD, momentum 0.9, weight decay 5e-4, cosine schedule
+    weight_decay: float = 5e-4
+    batch_size: int = 1
+    epochs: int = 10
+    warmup_epochs: int = 1
+    meta_reduction: int = 16  # meta-net hidden width = D / 16
+    views: int = 10  # cached augmented views per pool image (the paper's random crops and flips)
+
+
+class MetaNet(nn.Module):
+    def __init__(self, dim: int, width: int, reduction: int, generator: torch.Generator) -> None:
+        super().__init__()
+        hidden = max(1, dim // reduction)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, width))
+        with torch.no_grad():  # PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from the run's generator
+            for layer in (self.net[0], self.net[2]):
+                bound = layer.in_features ** -0.5
+                for p in (layer.weight, layer.bias):
+                    p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@METHODS.register("cocoop")
+class CoCoOp(Method):
+    Config = CoCoOpConfig
+    needs = frozenset({"views"})
+    paper = "Zhou, Yang, Loy, Liu. Conditional Prompt Learning for Vision-Language Models (CoCoOp). CVPR 2022."
+
+    def __init__(self, *, config: CoCoOpConfig, context) -> None:
+        super().__init__(config=config, context=context)
+        self.learner = PromptLearner(backbone=context.backbone, classnames=context.classnames, n_ctx=config.n_ctx,
+                                     ctx_init=config.ctx_init, generator=context.generator)
+        dim = context.text_features.shape[1]
+        self.meta = MetaNet(dim, self.learner.encoder.width, config.meta_reduction, context.generator).to(context.device)
+
+    def loss(self, data: FitData, idx: torch.Tensor) -> torch.Tensor:
+        feats = l2_normalize(pick_views(data.train, idx, self.ctx.generator))
+        text = self.learner.text_features(self.meta(feats))  # [B, C, D]
+        logits = self.ctx.backbone.logit_scale * torch.einsum("bd,bcd->bc", feats, text)
+        return F.cross_entropy(logits, data.labels[idx])
+
+    def fit(self, data: FitData) -> None:
+        c = self.config
+        params = [self.learner.ctx, *self.meta.parameters()]
+        train(params=params, loss_fn=lambda idx: self.loss(data, idx), n=len(data.labels), epochs=c.epochs,
+              batch_size=c.batch_size, lr=c.lr, generator=self.ctx.generator, weight_decay=c.weight_decay,
+              warmup_epochs=c.warmup_epochs)
+
+    def predict(self, batch: FeatureBatch) -> MethodOutput:
+        scale = self.ctx.backbone.logit_scale
+        logits, local = [], []
+        for s in range(0, len(batch.global_), PREDICT_CHUNK):
+            g = batch.global_[s: s + PREDICT_CHUNK]
+            text = self.learner.text_features(self.meta(l2_normalize(g)))  # [B, C, D]: conditioned on the image
+            logits.append(scale * torch.einsum("bd,bcd->bc", l2_normalize(g), text))
+            if batch.local is not None:
+                loc = l2_normalize(batch.local[s: s + PREDICT_CHUNK])
+                local.append(scale * torch.einsum("bpd,bcd->bpc", loc, text))
+        return MethodOutput(logits=torch.cat(logits), logit_scale=scale,
+                            local_logits=torch.cat(local) if batch.local is not None else None)

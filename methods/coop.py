@@ -1,0 +1,63 @@
+"""CoOp (Zhou et al., IJCV 2022): learned context vectors in front of the class name, frozen CLIP.
+
+Trains on cached features: the image encoder is frozen, so an image's feature never changes; the
+random resized crops and flips of the paper come from `views` cached augmented views per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize
+from methods.common import head_output, pick_views, train
+from methods.prompt_learning import PromptLearner, coop_schedule_epochs
+
+
+@dataclass(frozen=True)
+class CoOpConfig(MethodConfig):
+    # Defaults: CoOp paper Sec. 4.1 and its code's configs (KaiyangZhou/CoOp, configs/trainers/CoOp).
+    ctx_init: str = "a photo of a"  # the paper's hand-crafted init (n_ctx = its 4 tokens); "" = random N(0, 0.02)
+    n_ctx: int = 16  # context length for random init (the paper's main setting)
+    lr: float = 0.002  # SGD, momentum 0.9, weight decay 5e-4, cosine schedule
+    weight_decay: float = 5e-4
+    batch_size: int = 32
+    epochs: int = 0  # 0: the paper's schedule, 50 epochs at 1 shot, 100 at 2-4 shots, 200 at 8-16 shots
+    warmup_epochs: int = 1  # constant lr 1e-5 for the first epoch
+    views: int = 10  # cached augmented views per pool image standing in for per-step random crops and flips
+
+
+@METHODS.register("coop")
+class CoOp(Method):
+    Config = CoOpConfig
+    needs = frozenset({"views"})
+    paper = "Zhou, Yang, Loy, Liu. Learning to Prompt for Vision-Language Models (CoOp). IJCV 2022."
+
+    def __init__(self, *, config: CoOpConfig, context) -> None:
+        super().__init__(config=config, context=context)
+        self.learner = PromptLearner(backbone=context.backbone, classnames=context.classnames, n_ctx=config.n_ctx,
+                                     ctx_init=config.ctx_init, generator=context.generator)
+        self.text: torch.Tensor | None = None
+
+    def epochs(self, shots: int) -> int:
+        return self.config.epochs or coop_schedule_epochs(shots)
+
+    def loss(self, data: FitData, idx: torch.Tensor) -> torch.Tensor:
+        feats = l2_normalize(pick_views(data.train, idx, self.ctx.generator))
+        logits = self.ctx.backbone.logit_scale * feats @ self.learner.text_features().T
+        return F.cross_entropy(logits, data.labels[idx])
+
+    def fit(self, data: FitData) -> None:
+        c = self.config
+        train(params=[self.learner.ctx], loss_fn=lambda idx: self.loss(data, idx), n=len(data.labels),
+              epochs=self.epochs(data.shots), batch_size=c.batch_size, lr=c.lr, generator=self.ctx.generator,
+              weight_decay=c.weight_decay, warmup_epochs=c.warmup_epochs)
+        with torch.no_grad():
+            self.text = self.learner.text_features().detach()
+
+    def predict(self, batch: FeatureBatch) -> MethodOutput:
+        text = self.text if self.text is not None else self.learner.text_features()
+        scale = self.ctx.backbone.logit_scale
+        return head_output(lambda f: scale * l2_normalize(f) @ text.T, batch, logit_scale=scale)

@@ -1,0 +1,46 @@
+"""Tip-Adapter-F (Zhang et al., ECCV 2022): Tip-Adapter with its cache keys fine-tuned.
+
+The keys start as Tip-Adapter's cache and are trained (cross-entropy on the few-shot split, one
+cached augmented view per image per step); then alpha and beta are searched on the validation part
+of the pool as for Tip-Adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from methods.base import METHODS, FitData, l2_normalize
+from methods.common import pick_views, train
+from methods.tip_adapter import TipAdapter, TipAdapterConfig
+
+
+@dataclass(frozen=True)
+class TipAdapterFConfig(TipAdapterConfig):
+    # Training: Tip-Adapter code's ImageNet config: AdamW lr 1e-3 (eps 1e-4), 20 epochs, batch 256, cosine.
+    lr: float = 0.001
+    epochs: int = 20
+    batch_size: int = 256
+
+
+@METHODS.register("tip_adapter_f")
+class TipAdapterF(TipAdapter):
+    Config = TipAdapterFConfig
+
+    def fit(self, data: FitData) -> None:
+        self.build_cache(data)
+        c = self.config
+        keys = torch.nn.Parameter(self.keys.clone())
+        scale = self.ctx.backbone.logit_scale
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:
+            feats = l2_normalize(pick_views(data.train, idx, self.ctx.generator))
+            logits = scale * feats @ self.ctx.text_features.T + self.alpha * self.cache_logits(feats, keys, self.beta)
+            return F.cross_entropy(logits, data.labels[idx])
+
+        train(params=[keys], loss_fn=loss, n=len(data.labels), epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+              generator=self.ctx.generator, optimizer="adamw", weight_decay=0.01)  # AdamW default
+        self.keys = keys.detach()  # the paper's adapter is a Linear layer initialised with the keys, not re-normalised
+        self.search(data)

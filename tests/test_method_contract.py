@@ -1,0 +1,247 @@
+"""Contract tests over the whole METHODS and SCORES registries: every registered method and score gets
+the same checks. Methods run on tiny synthetic features and a tiny randomly initialised open_clip model
+(the prompt learners need its text tower), so the whole file takes seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+
+from benchmark.backbones import Backbone
+from benchmark.errors import OodbenchError
+from methods import METHODS, SCORES, load_methods
+from methods.base import FeatureBatch, FitData, MethodContext, MethodOutput, make_config
+
+load_methods()
+CLASSNAMES = ["cat", "dog", "bird"]
+DIM, PATCHES, VIEWS = 16, 4, 2
+
+
+def tiny_backbone() -> Backbone:
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=DIM,
+        vision_cfg=open_clip.model.CLIPVisionCfg(image_size=14, layers=2, width=16, head_width=8, patch_size=7),
+        text_cfg=open_clip.model.CLIPTextCfg(context_length=16, vocab_size=49408, width=16, heads=2, layers=1),
+    ).eval().requires_grad_(False)
+    return Backbone(name="tiny:random", arch="tiny", model=model, preprocess=None,
+                    tokenizer=SimpleTokenizer(context_length=16), weights_sha256="0" * 64, device=torch.device("cpu"))
+
+
+BACKBONE = tiny_backbone()
+TEXT = BACKBONE.encode_text([f"a photo of a {c}." for c in CLASSNAMES])
+
+
+def context(seed: int = 1) -> MethodContext:
+    return MethodContext(backbone=BACKBONE, classnames=CLASSNAMES, templates=["a photo of a {}."], text_features=TEXT,
+                         device=torch.device("cpu"), generator=torch.Generator().manual_seed(seed), seed=seed)
+
+
+def features(labels: torch.Tensor, gen: torch.Generator, *, views: bool = False, local: bool = True) -> FeatureBatch:
+    """Image features near their class's text embedding, with patch tokens and augmented views."""
+    g = TEXT[labels] * 3 + 0.3 * torch.randn(len(labels), DIM, generator=gen)
+    loc = g[:, None] + 0.5 * torch.randn(len(labels), PATCHES, DIM, generator=gen) if local else None
+    v = g[None] + 0.2 * torch.randn(VIEWS, len(labels), DIM, generator=gen) if views else None
+    return FeatureBatch(global_=g, local=loc, views=v)
+
+
+def fit_data(shots: int = 2) -> FitData:
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(len(CLASSNAMES)).repeat_interleave(shots)
+    yv = torch.arange(len(CLASSNAMES)).repeat_interleave(3)
+    return FitData(train=features(y, gen, views=True), labels=y, val=features(yv, gen), val_labels=yv, shots=shots)
+
+
+def fast_config(cls) -> object:
+    """The method's defaults with training shortened (the contract, not the schedule, is under test)."""
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    overrides = {k: v for k, v in {"epochs": 3, "search_steps_beta": 20, "coarse_steps": 3, "refine_steps": 3}.items()
+                 if k in names}
+    return make_config(cls, overrides)
+
+
+def fit_method(name: str, seed: int = 1):
+    cls = METHODS.get(name)
+    method = cls(config=fast_config(cls), context=context(seed))
+    if cls.trains:
+        with torch.enable_grad():
+            method.fit(fit_data())
+    return method
+
+
+@functools.cache
+def fitted(name: str, seed: int = 1):
+    """A fitted method, shared by tests that only read it (determinism tests call fit_method directly)."""
+    return fit_method(name, seed)
+
+
+TEST = features(torch.tensor([0, 1, 2, 0, 1]), torch.Generator().manual_seed(5))
+
+
+@torch.inference_mode()
+def predict(method, batch: FeatureBatch = TEST) -> MethodOutput:
+    return method.predict(batch)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_config_is_frozen_dataclass_with_cited_paper(name):
+    cls = METHODS.get(name)
+    cfg = cls.Config()
+    assert dataclasses.is_dataclass(cfg)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(cfg, dataclasses.fields(cfg)[0].name if dataclasses.fields(cfg) else "x", 1)
+    assert cls.paper, f"{name} must cite its paper"
+    assert cls.needs <= {"local", "views"}
+    if "views" in cls.needs:
+        assert cfg.views >= 1
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_output_shapes_and_local_logits(name):
+    out = predict(fitted(name))
+    assert out.logits.shape == (5, len(CLASSNAMES))
+    assert torch.isfinite(out.logits).all()
+    assert isinstance(out.logit_scale, float) and out.logit_scale > 0
+    assert out.local_logits is not None and out.local_logits.shape == (5, PATCHES, len(CLASSNAMES))
+    assert torch.isfinite(out.local_logits).all()
+    without_local = predict(fitted(name), FeatureBatch(global_=TEST.global_))
+    assert without_local.local_logits is None
+    torch.testing.assert_close(without_local.logits, out.logits)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_same_seed_same_logits(name):
+    a, b = predict(fit_method(name, seed=3)), predict(fit_method(name, seed=3))
+    assert torch.equal(a.logits, b.logits)
+    assert torch.equal(a.local_logits, b.local_logits)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).trains])
+def test_fit_learns_the_split(name):
+    """Class means are random directions, so zero-shot misclassifies them; after fit every trained method
+    fits its training split better than zero-shot does (lower cross-entropy, no lower accuracy). A method
+    that ignores or misaligns the labels fails this."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(4)
+    means = 4 * torch.nn.functional.normalize(torch.randn(3, DIM, generator=gen), dim=-1)
+
+    def batch(labels):
+        g = means[labels] + 0.1 * torch.randn(len(labels), DIM, generator=gen)
+        return FeatureBatch(global_=g, local=g[:, None] + 0.1 * torch.randn(len(labels), PATCHES, DIM, generator=gen),
+                            views=g[None] + 0.05 * torch.randn(VIEWS, len(labels), DIM, generator=gen))
+
+    data = FitData(train=batch(y), labels=y, val=batch(y), val_labels=y, shots=4)
+    plain = FeatureBatch(global_=data.train.global_)
+    zero_shot = predict(METHODS.get("zero_shot")(config=make_config(METHODS.get("zero_shot"), {}), context=context()), plain)
+    cls = METHODS.get(name)
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    cfg = make_config(cls, {k: v for k, v in {"epochs": 30, "lr": 0.01, "warmup_epochs": 0}.items() if k in names})
+    method = cls(config=cfg, context=context())
+    with torch.enable_grad():
+        method.fit(data)
+    out = predict(method, plain)
+    ce = torch.nn.functional.cross_entropy
+    assert float(ce(out.logits, y)) < float(ce(zero_shot.logits, y)) - 0.02
+    assert (out.logits.argmax(-1) == y).float().mean() >= (zero_shot.logits.argmax(-1) == y).float().mean()
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).trains])
+def test_fit_sees_only_fitdata(name, monkeypatch):
+    """fit reads nothing but its FitData: test features handed to predict later cannot influence it."""
+    a = fit_method(name)
+    b = fit_method(name)
+    torch.testing.assert_close(predict(a).logits, predict(b).logits)  # fitting twice is independent of predict order
+    # A FitData whose val part is empty still fits (methods must not reach for other data to choose hyperparameters).
+    cls = METHODS.get(name)
+    data = fit_data()
+    empty = FeatureBatch(global_=torch.zeros(0, DIM), local=torch.zeros(0, PATCHES, DIM))
+    m = cls(config=fast_config(cls), context=context())
+    with torch.enable_grad():
+        m.fit(dataclasses.replace(data, val=empty, val_labels=torch.zeros(0, dtype=torch.long)))
+    assert predict(m).logits.shape == (5, len(CLASSNAMES))
+
+
+@pytest.mark.parametrize("score", SCORES.names())
+def test_every_score_is_higher_for_confident_outputs(score):
+    """Higher is more ID: a confident (one-hot-like) output scores above a uniform one."""
+    s = SCORES.get(score)
+    scale = 10.0
+    confident = torch.tensor([[1.0, -1.0, -1.0]]) * scale
+    uniform = torch.zeros(1, 3)
+    local_conf = confident[:, None].expand(1, PATCHES, 3).clone()
+    local_unif = uniform[:, None].expand(1, PATCHES, 3).clone()
+    hi = s(MethodOutput(logits=confident, logit_scale=scale, local_logits=local_conf))
+    lo = s(MethodOutput(logits=uniform, logit_scale=scale, local_logits=local_unif))
+    assert hi.shape == (1,) and lo.shape == (1,)
+    assert float(hi[0]) > float(lo[0])
+
+
+@pytest.mark.parametrize("score", SCORES.names())
+def test_every_score_works_on_every_method(score):
+    s = SCORES.get(score)
+    for name in METHODS.names():
+        values = s(predict(fitted(name)))
+        assert values.shape == (5,) and torch.isfinite(values).all(), (score, name)
+
+
+def test_local_score_without_local_logits_is_a_clear_error():
+    for s in map(SCORES.get, SCORES.names()):
+        if s.needs_local:
+            with pytest.raises(OodbenchError, match="local"):
+                s(MethodOutput(logits=torch.zeros(2, 3), logit_scale=1.0))
+
+
+def test_unknown_config_key_is_an_error():
+    with pytest.raises(OodbenchError, match="Unknown config key"):
+        make_config(METHODS.get("coop"), {"n_ctxx": 4})
+
+
+def test_prompt_too_long_for_the_text_context_is_a_clear_error():
+    cls = METHODS.get("coop")
+    with pytest.raises(OodbenchError, match="context"):
+        cls(config=make_config(cls, {"ctx_init": "", "n_ctx": 15}), context=context())
+
+
+def test_random_init_context_depends_on_the_seed():
+    cls = METHODS.get("coop")
+    cfg = make_config(cls, {"ctx_init": "", "n_ctx": 4})
+    a = cls(config=cfg, context=context(1)).learner.ctx
+    b = cls(config=cfg, context=context(1)).learner.ctx
+    c = cls(config=cfg, context=context(2)).learner.ctx
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (4, 16)
+
+
+def test_prompt_learner_reproduces_the_text_encoder():
+    """With 'a photo of a' as initial context, CoOp's untrained prompts equal the plain text embeddings."""
+    cls = METHODS.get("coop")
+    method = cls(config=cls.Config(), context=context())
+    torch.testing.assert_close(method.learner.text_features().detach(), TEXT, atol=1e-5, rtol=1e-5)
+
+
+def test_tip_adapter_search_uses_validation_only():
+    """alpha/beta come from the validation part: changing it changes them, test features never enter."""
+    cls = METHODS.get("tip_adapter")
+    data = fit_data()
+    m1 = cls(config=fast_config(cls), context=context())
+    m1.fit(data)
+    assert (m1.alpha, m1.beta) != (None, None)
+    noisy = dataclasses.replace(data, val_labels=torch.roll(data.val_labels, 1))
+    m2 = cls(config=fast_config(cls), context=context())
+    m2.fit(noisy)
+    assert (m1.alpha, m1.beta) != (m2.alpha, m2.beta)
+
+
+def test_linear_probe_picks_c_on_validation():
+    cls = METHODS.get("linear_probe")
+    m = cls(config=fast_config(cls), context=context())
+    m.fit(fit_data())
+    lo, hi = 10 ** cls.Config.c_min_log10, 10 ** cls.Config.c_max_log10
+    assert lo <= m.c_value <= hi
+    assert np.isfinite(m.c_value)

@@ -1,0 +1,72 @@
+"""A method that lives outside the package runs without editing oodbench: --method-file and entry points."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import methods
+from benchmark.cli import app
+from benchmark.errors import OodbenchError
+from benchmark.results import read_results, validate_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "docs" / "method_template.py"
+
+
+@pytest.mark.slow
+def test_template_runs_end_to_end_on_the_demo(tmp_path, demo_run):
+    result = CliRunner().invoke(app, [
+        "run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method-file", str(TEMPLATE),
+        "--method", "my_prompt_bias", "--shots", "2", "--scores", "mcm,gl_mcm", "--config", "epochs=3",
+        "--results-dir", str(tmp_path / "r"), "--cache-dir", str(demo_run["cache_dir"]), "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    files = list((tmp_path / "r").glob("*my_prompt_bias*__k2__s1__*.parquet"))
+    assert len(files) == 1
+    rows = read_results(files[0])
+    assert validate_frame(rows) == []
+    assert set(rows["score"]) == {"mcm", "gl_mcm"} and set(rows["method"]) == {"my_prompt_bias"}
+    cfg = json.loads(rows["method_config"].iloc[0])
+    assert cfg["epochs"] == 3 and cfg["views"] == 4  # the view count is recorded in every row
+    assert rows["fewshot_hash"].iloc[0]
+
+
+def test_method_file_that_registers_nothing_is_a_clear_error(tmp_path):
+    f = tmp_path / "empty_method.py"
+    f.write_text("x = 1\n")
+    with pytest.raises(OodbenchError, match="registered no method"):
+        methods.load_method_file(f)
+
+
+def test_missing_method_file_is_a_clear_error(tmp_path):
+    with pytest.raises(OodbenchError, match="does not exist"):
+        methods.load_method_file(tmp_path / "nope.py")
+
+
+def test_entry_point_plugin_is_registered(tmp_path, monkeypatch):
+    pkg = tmp_path / "oodbench_plugin_demo.py"
+    pkg.write_text(TEMPLATE.read_text().replace('"my_prompt_bias"', '"plugin_prompt_bias"'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = EntryPoint(name="plugin_prompt_bias", value="oodbench_plugin_demo", group=methods.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(methods, "entry_points", lambda group: [ep] if group == methods.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(methods, "_loaded", False)
+    try:
+        methods.load_methods()
+        assert "plugin_prompt_bias" in methods.METHODS
+    finally:
+        methods.METHODS._items.pop("plugin_prompt_bias", None)
+        sys.modules.pop("oodbench_plugin_demo", None)
+
+
+def test_broken_entry_point_is_a_clear_error(monkeypatch):
+    ep = EntryPoint(name="broken", value="no_such_module_for_oodbench", group=methods.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(methods, "entry_points", lambda group: [ep])
+    monkeypatch.setattr(methods, "_loaded", False)
+    with pytest.raises(OodbenchError, match="broken"):
+        methods.load_methods()
