@@ -25,6 +25,16 @@ BUNDLED_WEIGHTS = {DEMO_BACKBONE: ASSETS_DIR / "oodbench-tiny-fmnist" / "weights
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What identifies a backbone in cache keys and result rows, without the model itself."""
+
+    name: str
+    arch: str
+    weights_sha256: str
+    preprocess_id: str
+
+
 @dataclass
 class Backbone:
     """A loaded, frozen open_clip model and what identifies it in caches and rows."""
@@ -36,11 +46,16 @@ class Backbone:
     tokenizer: Any
     weights_sha256: str
     device: torch.device
+    weights_path: Path | None = None
 
     @property
     def preprocess_id(self) -> str:
         """A stable description of the image transform, part of every feature cache key."""
         return " ".join(repr(self.preprocess).split())
+
+    @property
+    def identity(self) -> BackboneIdentity:
+        return BackboneIdentity(self.name, self.arch, self.weights_sha256, self.preprocess_id)
 
     @property
     def logit_scale(self) -> float:
@@ -84,6 +99,42 @@ def file_sha256(path: Path) -> str:
     except OSError:
         pass  # a read-only location just means hashing again next time
     return digest
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _identity_file(name: str, cache_dir: Path) -> Path:
+    return Path(cache_dir) / "backbones" / f"{hashlib.sha256(name.encode()).hexdigest()[:24]}.json"
+
+
+def remember_identity(backbone: Backbone, *, cache_dir: Path) -> None:
+    """Record a loaded backbone's identity so that later fully cached runs need not load the model."""
+    if backbone.weights_path is None:
+        return
+    record = {**backbone.identity.__dict__, "weights_path": str(backbone.weights_path),
+              "stamp": _stamp(backbone.weights_path)}
+    path = _identity_file(backbone.name, cache_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass  # an unwritable cache only means loading the model next time
+
+
+def remembered_identity(name: str, *, cache_dir: Path) -> BackboneIdentity | None:
+    """The identity recorded when `name` was last loaded, if its weights file is unchanged since."""
+    try:
+        record = json.loads(_identity_file(name, cache_dir).read_text())
+        if record["name"] != name or _stamp(Path(record["weights_path"])) != record["stamp"]:
+            return None
+        return BackboneIdentity(record["name"], record["arch"], record["weights_sha256"], record["preprocess_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def list_backbones() -> list[str]:
@@ -169,5 +220,5 @@ def load_backbone(name: str, *, device: torch.device | str = "cpu") -> Backbone:
     model.eval().requires_grad_(False)
     return Backbone(
         name=name, arch=arch, model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(arch),
-        weights_sha256=file_sha256(path), device=device,
+        weights_sha256=file_sha256(path), device=device, weights_path=path,
     )

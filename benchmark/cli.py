@@ -63,13 +63,16 @@ def _progress(enabled: bool):
 
 
 def _cache_note(result) -> str:
-    hits = result.cache_hits
+    hits = {k: v for k, v in result.cache_hits.items() if k != "outputs"}
+    if result.cache_hits.get("outputs"):
+        return ("[green]cache hit[/green]: this run's outputs were cached (same backbone, data, method, config, "
+                "split and code), so nothing was encoded or trained")
     n_hit = sum(hits.values())
     if n_hit == len(hits):
-        return f"[green]feature cache hit[/green] for all {len(hits)} datasets"
+        return f"[green]feature cache hit[/green] for all {len(hits)} feature sets"
     if n_hit == 0:
-        return f"feature cache miss: encoded {len(hits)} datasets (cached for next time)"
-    return f"feature cache: {n_hit} of {len(hits)} datasets hit"
+        return f"feature cache miss: encoded {len(hits)} feature sets (cached for next time)"
+    return f"feature cache: {n_hit} of {len(hits)} feature sets hit, the rest encoded and cached"
 
 
 @app.command()
@@ -84,21 +87,21 @@ def demo(
     from benchmark.backbones import DEMO_BACKBONE
     from benchmark.harness import Harness, RunSpec
     from benchmark.report import delta_table, run_table
-    from benchmark.sweep import demo_threads
 
     start = time.perf_counter()
     harness = Harness(progress=_progress(progress))
     console.print(f"[bold]oodbench demo[/bold]: suite fmnist-ood, backbone {DEMO_BACKBONE}")
-    with demo_threads(DEMO_BACKBONE, device):
-        zs = harness.run(RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot", device=device,
-                                 cache_dir=cache_dir), results_dir=results_dir)
-        console.print(_cache_note(zs))
-        console.print(run_table(zs.rows, title="zero-shot CLIP on fmnist-ood"))
-        console.print(f"wrote {zs.path}")
-        coop = harness.run(RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="coop", shots=16, seed=1,
-                                   device=device, cache_dir=cache_dir), results_dir=results_dir)
+    zs = harness.run(RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot", device=device,
+                             cache_dir=cache_dir), results_dir=results_dir)
+    console.print(_cache_note(zs))
+    console.print(run_table(zs.rows, title="zero-shot CLIP on fmnist-ood"))
+    console.print(f"wrote {zs.path}")
+    coop = harness.run(RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="coop", shots=16, seed=1,
+                               device=device, cache_dir=cache_dir), results_dir=results_dir)
     console.print(run_table(coop.rows, title="CoOp (16 shots, seed 1) on fmnist-ood"))
-    console.print(f"wrote {coop.path} (CoOp trained in {coop.seconds['fit']:.1f}s on cached features)")
+    console.print(_cache_note(coop))
+    trained = f", CoOp trained in {coop.seconds['fit']:.1f}s on cached features" if "fit" in coop.seconds else ""
+    console.print(f"wrote {coop.path}{trained}")
     console.print(delta_table(zs.rows, coop.rows, title="How fine-tuning changed OOD detection: CoOp 16-shot minus zero-shot"))
     console.print(f"demo finished in {time.perf_counter() - start:.1f}s")
 

@@ -154,7 +154,7 @@ def _load_hf(ds, spec: DatasetSpec, image_column: str, label_column: str | None)
     blobs = images.field("bytes").to_pylist()
     paths = images.field("path").to_pylist()
     labels = (
-        np.asarray(table.column(label_column).to_numpy(), dtype=np.int64)
+        np.array(table.column(label_column).to_numpy(), dtype=np.int64)  # a writable copy
         if label_column and label_column in ds.column_names
         else np.full(len(blobs), -1, dtype=np.int64)
     )
@@ -177,8 +177,11 @@ def _load_bundled(spec: DatasetSpec, source: BundledSource) -> LoadedDataset:
             f"The bundled file {path} of dataset {spec.name!r} is missing. It ships with oodbench; reinstall "
             f"the package or restore it with `git checkout -- {path.name}`."
         )
-    try:
-        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    try:  # an in-memory HF Dataset straight from the file: no builder, no copy into the HF cache
+        ds = datasets.Dataset(InMemoryTable(pq.read_table(path)))
     except Exception as err:
         raise DataError(f"Cannot read the bundled file {path} of dataset {spec.name!r}: {err}. It is corrupted; "
                         f"restore it from the repository.") from None

@@ -24,21 +24,22 @@ import pandas as pd
 import torch
 
 import benchmark
-from benchmark.backbones import Backbone, load_backbone
+from benchmark.backbones import Backbone, BackboneIdentity, load_backbone, remember_identity, remembered_identity
 from benchmark.data import LoadedDataset, load_dataset
 from benchmark.encoders import view_kind
 from benchmark.errors import OodbenchError
-from benchmark.features import extract_features, text_features
-from benchmark.fewshot import fewshot_split
+from benchmark.features import default_cache_dir, extract_features, text_features
+from benchmark.fewshot import FewShotSplit, fewshot_split
 from benchmark.metrics import id_accuracy, ood_metrics
+from benchmark.output_cache import DatasetOutputs, OutputCache, OutputKey, code_fingerprint
 from benchmark.progress import Progress
 from benchmark.results import run_stem, write_results
 from benchmark.suites import SUITES, SuiteSpec
 from methods import load_methods
 from methods.base import (
-    METHODS, FeatureBatch, FitData, Method, MethodContext, MethodOutput, canonical_config, config_hash, make_config,
+    METHODS, FeatureBatch, FitData, Method, MethodContext, canonical_config, config_hash, make_config,
 )
-from methods.scores import SCORES
+from methods.scores import SCORES, Score
 
 PREDICT_BATCH = 4096
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "datasets", "pyarrow", "pandas", "scikit-learn")
@@ -61,6 +62,7 @@ class RunSpec:
     num_workers: int = 0
     cache_dir: Path | None = None
     data_root: Path | None = None
+    reuse_outputs: bool = True  # False: refit even if this run's outputs are cached (oodbench reproduce)
 
 
 @dataclass
@@ -157,15 +159,16 @@ def views_needed(method_cls: type[Method], config: object) -> int:
 
 
 @torch.inference_mode()
-def _predict(method: Method, features: np.ndarray, local: np.ndarray | None, device: torch.device) -> MethodOutput:
-    outs = [method.predict(_batch(features, local, slice(s, s + PREDICT_BATCH), device))
-            for s in range(0, len(features), PREDICT_BATCH)]
-    loc = [o.local_logits for o in outs]
-    return MethodOutput(
-        logits=torch.cat([o.logits.float().cpu() for o in outs]),
-        logit_scale=outs[0].logit_scale,
-        local_logits=None if any(x is None for x in loc) else torch.cat([x.float().cpu() for x in loc]),
-    )
+def _predict_and_score(method: Method, features: np.ndarray, local: np.ndarray | None, device: torch.device,
+                       scores: list[Score]) -> DatasetOutputs:
+    """Logits and every score of one test set, batch by batch: local logits [N, P, C] are never held whole."""
+    logits, values = [], {s.name: [] for s in scores}
+    for start in range(0, len(features), PREDICT_BATCH):
+        out = method.predict(_batch(features, local, slice(start, start + PREDICT_BATCH), device))
+        logits.append(out.logits.float().cpu().numpy())
+        for s in scores:
+            values[s.name].append(s(out).double().cpu().numpy())
+    return DatasetOutputs(np.concatenate(logits), {k: np.concatenate(v) for k, v in values.items()})
 
 
 class Harness:
@@ -176,11 +179,19 @@ class Harness:
         self._backbones: dict[tuple[str, str], Backbone] = {}
         self._datasets: dict[str, LoadedDataset] = {}
 
-    def backbone(self, name: str, device: torch.device) -> Backbone:
+    def backbone(self, name: str, device: torch.device, cache_dir: Path) -> Backbone:
         key = (name, str(device))
         if key not in self._backbones:
             self._backbones[key] = load_backbone(name, device=device)
+            remember_identity(self._backbones[key], cache_dir=cache_dir)
         return self._backbones[key]
+
+    def identity(self, name: str, device: torch.device, cache_dir: Path) -> BackboneIdentity:
+        """The backbone's identity; the model is loaded only if it was never loaded with this cache."""
+        loaded = self._backbones.get((name, str(device)))
+        if loaded is not None:
+            return loaded.identity
+        return remembered_identity(name, cache_dir=cache_dir) or self.backbone(name, device, cache_dir).identity
 
     def dataset(self, name: str, suite: SuiteSpec, data_root: Path | None) -> LoadedDataset:
         if name not in self._datasets:
@@ -193,7 +204,7 @@ class Harness:
         load_methods()
         suite = SUITES.get(spec.suite)
         method_cls = METHODS.get(spec.method)
-        score_names = list(spec.scores) if spec.scores else SCORES.names()
+        score_names = list(dict.fromkeys(spec.scores)) if spec.scores else SCORES.names()
         scores = [SCORES.get(s) for s in score_names]
         config = make_config(method_cls, spec.method_config)
         shots = spec.shots if method_cls.trains else 0
@@ -215,76 +226,50 @@ class Harness:
         if is_main_process():
             check_writable(out.parent)
         device = resolve_device(spec.device)
-        cache_dir = Path(spec.cache_dir) if spec.cache_dir else None
-        from benchmark.features import default_cache_dir
+        cache_dir = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
 
-        cache_dir = cache_dir or default_cache_dir()
-
-        backbone = self.backbone(spec.backbone, device)
-        seconds["load"] = time.perf_counter() - t0
-        need_local = any(s.needs_local for s in scores) or "local" in method_cls.needs
-        cache_hits: dict[str, bool] = {}
-
-        def feats(name: str, kind: str = "global") -> np.ndarray:
-            ds = self.dataset(name, suite, spec.data_root)
-            f = extract_features(backbone, ds, cache_dir=cache_dir, kind=kind, precision=spec.precision,
-                                 batch_size=spec.batch_size, num_workers=spec.num_workers, progress=self.progress)
-            cache_hits[f"{name}:{kind}"] = f.cache_hit
-            return f.array
-
-        t = time.perf_counter()
-        test_sets = [("id", suite.id_test)] + suite.ood_sets()
-        encoded = {name: (feats(name), feats(name, "local") if need_local else None) for _, name in test_sets}
-        seconds["features"] = time.perf_counter() - t
-
-        generator = seed_everything(spec.seed)
-        context = MethodContext(
-            backbone=backbone, classnames=suite.class_names(), templates=suite.prompt_templates(),
-            text_features=text_features(backbone, suite.class_names(), suite.prompt_templates(), cache_dir=cache_dir),
-            device=device, generator=generator, seed=spec.seed,
-        )
-        method = method_cls(config=config, context=context)
-        fewshot_hash = ""
-        dataset_hashes = {name: self.dataset(name, suite, spec.data_root).list_sha256 for _, name in test_sets}
-        t = time.perf_counter()
+        identity = self.identity(spec.backbone, device, cache_dir)
+        test_sets = [suite.id_test] + [name for _, name in suite.ood_sets()]
+        dataset_hashes = {name: self.dataset(name, suite, spec.data_root).list_sha256 for name in test_sets}
+        split = None
         if method_cls.trains:
             pool = self.dataset(suite.pool, suite, spec.data_root)
             dataset_hashes[suite.pool] = pool.list_sha256
             split = fewshot_split(pool.labels, shots=shots, seed=spec.seed, pool_sha256=pool.list_sha256)
-            fewshot_hash = split.sha256
-            pool_g = feats(suite.pool)
-            pool_l = feats(suite.pool, "local") if "local" in method_cls.needs else None
-            n_views = views_needed(method_cls, config)
-            pool_v = feats(suite.pool, view_kind(n_views)) if n_views else None
-            labels = torch.from_numpy(pool.labels).to(device)
-            data = FitData(
-                train=_batch(pool_g, pool_l, split.train, device, pool_v), labels=labels[split.train],
-                val=_batch(pool_g, pool_l, split.val, device), val_labels=labels[split.val], shots=shots,
-            )
-            with torch.enable_grad():
-                method.fit(data)
-        seconds["fit"] = time.perf_counter() - t
+        seconds["load"] = time.perf_counter() - t0
+
+        output_key = OutputKey(
+            arch=identity.arch, weights_sha256=identity.weights_sha256, preprocess=identity.preprocess_id,
+            precision=spec.precision, suite=suite.name, suite_version=suite.version,
+            dataset_hashes=json.dumps(dataset_hashes, sort_keys=True), method=spec.method, config_hash=cfg_hash,
+            shots=shots, seed=spec.seed, fewshot_hash=split.sha256 if split else "",
+            code=code_fingerprint(*_outside_files(method_cls)),
+        )
+        output_cache = OutputCache(cache_dir)
+        outputs = output_cache.load(output_key, datasets=test_sets, scores=score_names) if spec.reuse_outputs else None
+        cache_hits: dict[str, bool] = {"outputs": outputs is not None}
+        if outputs is None:
+            outputs = self._compute(spec, suite, method_cls, config, scores, split, device, cache_dir, cache_hits,
+                                    seconds)
+            if is_main_process():
+                output_cache.save(output_key, outputs)
 
         t = time.perf_counter()
-        id_labels = self.dataset(suite.id_test, suite, spec.data_root).labels
-        outputs = {name: _predict(method, g, loc, device) for name, (g, loc) in encoded.items()}
-        id_out = outputs[suite.id_test]
-        acc = id_accuracy(id_out.logits.numpy(), id_labels)
-        score_values = {(s.name, name): s(outputs[name]).double().numpy() for s in scores for name in outputs}
-        rows = []
+        acc = id_accuracy(outputs[suite.id_test].logits, self.dataset(suite.id_test, suite, spec.data_root).labels)
         meta = {
             "suite": suite.name, "suite_version": suite.version, "backbone": spec.backbone, "method": spec.method,
             "method_config": cfg_json, "config_hash": cfg_hash, "shots": shots, "seed": spec.seed,
             "id_dataset": suite.id_test, "run_id": run_id, "created_at": pd.Timestamp(datetime.now(timezone.utc)),
             "oodbench_version": benchmark.__version__, "git_commit": git_commit(),
             "package_versions": json.dumps(package_versions(), sort_keys=True),
-            "device": device_description(device), "weights_sha256": backbone.weights_sha256,
-            "fewshot_hash": fewshot_hash, "dataset_hashes": json.dumps(dataset_hashes, sort_keys=True),
+            "device": device_description(device), "weights_sha256": identity.weights_sha256,
+            "fewshot_hash": output_key.fewshot_hash, "dataset_hashes": output_key.dataset_hashes,
             "precision": spec.precision,
         }
+        rows = []
         for s in scores:
             for group, name in suite.ood_sets():
-                m = ood_metrics(score_values[(s.name, suite.id_test)], score_values[(s.name, name)])
+                m = ood_metrics(outputs[suite.id_test].scores[s.name], outputs[name].scores[s.name])
                 rows.append({**meta, "score": s.name, "ood_dataset": name, "ood_group": group,
                              "fpr95": m.fpr95, "auroc": m.auroc, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out,
                              "id_acc": acc, "n_id": m.n_id, "n_ood": m.n_ood})
@@ -296,6 +281,64 @@ class Harness:
             path = None
         seconds["total"] = time.perf_counter() - t0
         return RunResult(rows=frame, path=path, cache_hits=cache_hits, seconds=seconds)
+
+    def _compute(self, spec: RunSpec, suite: SuiteSpec, method_cls: type[Method], config: object,
+                 scores: list[Score], split: FewShotSplit | None, device: torch.device, cache_dir: Path,
+                 cache_hits: dict[str, bool], seconds: dict[str, float]) -> dict[str, DatasetOutputs]:
+        """Features (cached), fit on the few-shot split, then logits and every score on every test set."""
+        backbone = self.backbone(spec.backbone, device, cache_dir)
+        need_local = any(s.needs_local for s in scores) or "local" in method_cls.needs
+
+        def feats(name: str, kind: str = "global") -> np.ndarray:
+            ds = self.dataset(name, suite, spec.data_root)
+            f = extract_features(backbone, ds, cache_dir=cache_dir, kind=kind, precision=spec.precision,
+                                 batch_size=spec.batch_size, num_workers=spec.num_workers, progress=self.progress)
+            cache_hits[f"{name}:{kind}"] = f.cache_hit
+            return f.array
+
+        t = time.perf_counter()
+        test_sets = [suite.id_test] + [name for _, name in suite.ood_sets()]
+        encoded = {name: (feats(name), feats(name, "local") if need_local else None) for name in test_sets}
+        seconds["features"] = time.perf_counter() - t
+
+        generator = seed_everything(spec.seed)
+        context = MethodContext(
+            backbone=backbone, classnames=suite.class_names(), templates=suite.prompt_templates(),
+            text_features=text_features(backbone, suite.class_names(), suite.prompt_templates(), cache_dir=cache_dir),
+            device=device, generator=generator, seed=spec.seed,
+        )
+        method = method_cls(config=config, context=context)
+        t = time.perf_counter()
+        if split is not None:
+            pool = self.dataset(suite.pool, suite, spec.data_root)
+            pool_g = feats(suite.pool)
+            pool_l = feats(suite.pool, "local") if "local" in method_cls.needs else None
+            n_views = views_needed(method_cls, config)
+            pool_v = feats(suite.pool, view_kind(n_views)) if n_views else None
+            labels = torch.from_numpy(pool.labels).to(device)
+            data = FitData(
+                train=_batch(pool_g, pool_l, split.train, device, pool_v), labels=labels[split.train],
+                val=_batch(pool_g, pool_l, split.val, device), val_labels=labels[split.val], shots=split.shots,
+            )
+            with torch.enable_grad():
+                method.fit(data)
+        seconds["fit"] = time.perf_counter() - t
+        t = time.perf_counter()
+        outputs = {name: _predict_and_score(method, g, loc, device, scores) for name, (g, loc) in encoded.items()}
+        seconds["predict"] = time.perf_counter() - t
+        return outputs
+
+
+def _outside_files(method_cls: type[Method]) -> list[Path]:
+    """The source file of a method that lives outside oodbench (--method-file or a plugin), if any."""
+    import inspect
+
+    try:
+        path = Path(inspect.getfile(method_cls)).resolve()
+    except (TypeError, OSError):
+        return []
+    inside = Path(benchmark.__file__).resolve().parents[1]
+    return [] if inside in path.parents else [path]
 
 
 def run(spec: RunSpec, *, out: Path | None = None, results_dir: Path | None = None,

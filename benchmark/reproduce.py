@@ -68,7 +68,8 @@ def spec_from_rows(rows: pd.DataFrame, *, device: str, cache_dir: Path | None, d
     return RunSpec(suite=str(r["suite"]), backbone=str(r["backbone"]), method=str(r["method"]),
                    method_config=json.loads(r["method_config"]), scores=sorted(set(rows["score"])),
                    shots=int(r["shots"]), seed=int(r["seed"]), device=device, precision=precision,
-                   batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, data_root=data_root)
+                   batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, data_root=data_root,
+                   reuse_outputs=False)
 
 
 def compare_rows(entry: pd.DataFrame, reproduced: pd.DataFrame, *, tolerance: float) -> tuple[list[dict], float, int]:

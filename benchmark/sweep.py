@@ -9,16 +9,13 @@ on the seed: they run once, with shots 0 and the first seed.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from benchmark.backbones import DEMO_BACKBONE
 from benchmark.errors import OodbenchError
 from benchmark.harness import Harness, RunSpec
 from benchmark.progress import Progress
@@ -74,21 +71,6 @@ def plan(*, suite: str, backbone: str, methods: list[str], shots: list[int], see
     return runs
 
 
-@contextlib.contextmanager
-def demo_threads(backbone: str, device: str) -> Iterator[None]:
-    """One intra-op thread for the bundled demo on a CPU: its tensors are so small that more threads
-    only add synchronisation (CoOp's 16-shot fit: 2.4 s on one thread, 9-90 s on two busy cores)."""
-    if backbone != DEMO_BACKBONE or device not in ("cpu", "auto") or torch.cuda.is_available():
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_sweep(*, suite: str, backbone: str, methods: list[str], shots: list[int], seeds: list[int],
               scores: list[str] | None = None, results_dir: Path, cache_dir: Path | None = None,
               device: str = "auto", progress: Progress | None = None,
@@ -101,21 +83,20 @@ def run_sweep(*, suite: str, backbone: str, methods: list[str], shots: list[int]
     harness = Harness(progress=progress)
     result = SweepResult()
     start = time.perf_counter()
-    with demo_threads(backbone, device):
-        for run in runs:
-            done = existing_runs(results_dir, run.stem)
-            if done:
-                result.skipped.append(done[0])
-                if on_run:
-                    on_run(run, "skipped", 0.0)
-                continue
-            t = time.perf_counter()
-            spec = RunSpec(suite=suite, backbone=backbone, method=run.method, scores=scores, shots=run.shots,
-                           seed=run.seed, device=device, cache_dir=cache_dir)
-            out = harness.run(spec, results_dir=results_dir)
-            if out.path is not None:  # under torchrun only rank 0 writes
-                result.ran.append(out.path)
+    for run in runs:
+        done = existing_runs(results_dir, run.stem)
+        if done:
+            result.skipped.append(done[0])
             if on_run:
-                on_run(run, "ran", time.perf_counter() - t)
+                on_run(run, "skipped", 0.0)
+            continue
+        t = time.perf_counter()
+        spec = RunSpec(suite=suite, backbone=backbone, method=run.method, scores=scores, shots=run.shots,
+                       seed=run.seed, device=device, cache_dir=cache_dir)
+        out = harness.run(spec, results_dir=results_dir)
+        if out.path is not None:  # under torchrun only rank 0 writes
+            result.ran.append(out.path)
+        if on_run:
+            on_run(run, "ran", time.perf_counter() - t)
     result.seconds = time.perf_counter() - start
     return result

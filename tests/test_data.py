@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from benchmark.data import list_hash, load_dataset
 from benchmark.datasets import DATASETS, BundledSource, load_families

@@ -86,14 +86,14 @@ def test_fit_receives_only_the_fewshot_split_and_pool_validation(tmp_path, cache
     monkeypatch.setattr(cls, "fit", spy)
     harness = Harness()
     result = harness.run(RunSpec(suite=SUITE, backbone=DEMO_BACKBONE, method="linear_probe", shots=4, seed=2,
-                                 scores=["mcm"], cache_dir=cache_dir), results_dir=tmp_path)
+                                 scores=["mcm"], cache_dir=cache_dir, reuse_outputs=False), results_dir=tmp_path)
     assert len(seen) == 1
     data = seen[0]
     from benchmark.features import extract_features
     from benchmark.suites import SUITES
 
     suite = SUITES.get(SUITE)
-    backbone = harness.backbone(DEMO_BACKBONE, torch.device("cpu"))
+    backbone = harness.backbone(DEMO_BACKBONE, torch.device("cpu"), cache_dir)
     pool = harness.dataset(suite.pool, suite, None)
     split = fewshot_split(pool.labels, shots=4, seed=2, pool_sha256=pool.list_sha256)
     assert result.rows["fewshot_hash"].iloc[0] == split.sha256
