@@ -14,6 +14,7 @@ hash goes into every result row so that runs on different copies can be told apa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -118,6 +119,19 @@ class LoadedDataset:
             return self._paths[i].read_bytes()
         except OSError as err:
             raise DataError(f"Cannot read {self.describe(i)}: {err.strerror}. Check the file exists and is readable.") from None
+
+    def subset(self, indices: np.ndarray, *, tag: str) -> LoadedDataset:
+        """Images `indices` of this dataset as a dataset of their own, named `<name>@<tag>`, with a list
+        hash derived from this one's, so that features of a few-shot split cache apart from the pool's."""
+        idx = [int(i) for i in indices]
+        spec = dataclasses.replace(self.spec, name=f"{self.spec.name}@{tag}", num_images=len(idx))
+        digest = hashlib.sha256(f"{self.list_sha256}\n{','.join(map(str, idx))}".encode()).hexdigest()
+        return LoadedDataset(
+            spec=spec, labels=self.labels[idx], list_sha256=digest,
+            _bytes=None if self._bytes is None else [self._bytes[i] for i in idx],
+            _paths=None if self._paths is None else [self._paths[i] for i in idx],
+            _names=[self._names[i] for i in idx],
+        )
 
     def get_image(self, i: int) -> Image.Image:
         """Decoded RGB image i; a corrupted file is reported by name."""

@@ -141,10 +141,11 @@ def check_writable(folder: Path) -> None:
 
 def _batch(features: np.ndarray, local: np.ndarray | None, idx: slice | np.ndarray, device: torch.device,
            views: np.ndarray | None = None) -> FeatureBatch:
+    """Rows `idx` of the cached arrays as tensors; `views` [N, V, D] are already the batch's own rows."""
     def take(a: np.ndarray | None) -> torch.Tensor | None:
         return None if a is None else torch.from_numpy(np.asarray(a[idx], dtype=np.float32)).to(device)
 
-    v = take(views)
+    v = None if views is None else torch.from_numpy(np.asarray(views, dtype=np.float32)).to(device)
     return FeatureBatch(global_=take(features), local=take(local), views=None if v is None else v.transpose(0, 1).contiguous())
 
 
@@ -289,11 +290,11 @@ class Harness:
         backbone = self.backbone(spec.backbone, device, cache_dir)
         need_local = any(s.needs_local for s in scores) or "local" in method_cls.needs
 
-        def feats(name: str, kind: str = "global") -> np.ndarray:
-            ds = self.dataset(name, suite, spec.data_root)
+        def feats(name: str | LoadedDataset, kind: str = "global") -> np.ndarray:
+            ds = self.dataset(name, suite, spec.data_root) if isinstance(name, str) else name
             f = extract_features(backbone, ds, cache_dir=cache_dir, kind=kind, precision=spec.precision,
                                  batch_size=spec.batch_size, num_workers=spec.num_workers, progress=self.progress)
-            cache_hits[f"{name}:{kind}"] = f.cache_hit
+            cache_hits[f"{ds.spec.name}:{kind}"] = f.cache_hit
             return f.array
 
         t = time.perf_counter()
@@ -314,7 +315,8 @@ class Harness:
             pool_g = feats(suite.pool)
             pool_l = feats(suite.pool, "local") if "local" in method_cls.needs else None
             n_views = views_needed(method_cls, config)
-            pool_v = feats(suite.pool, view_kind(n_views)) if n_views else None
+            # augmented views only of the split's images (not the whole pool: ImageNet's is 1.28M images)
+            pool_v = feats(pool.subset(split.train, tag=split.sha256[:16]), view_kind(n_views)) if n_views else None
             labels = torch.from_numpy(pool.labels).to(device)
             data = FitData(
                 train=_batch(pool_g, pool_l, split.train, device, pool_v), labels=labels[split.train],

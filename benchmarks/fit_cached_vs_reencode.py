@@ -32,7 +32,7 @@ from methods.base import METHODS, FeatureBatch, FitData, MethodContext, make_con
 
 def build(harness: Harness, *, suite_name: str, shots: int, views: int, cache_dir: Path):
     suite = SUITES.get(suite_name)
-    backbone = harness.backbone(DEMO_BACKBONE, torch.device("cpu"))
+    backbone = harness.backbone(DEMO_BACKBONE, torch.device("cpu"), cache_dir)
     pool = harness.dataset(suite.pool, suite, None)
     split = fewshot_split(pool.labels, shots=shots, seed=1, pool_sha256=pool.list_sha256)
 
