@@ -11,23 +11,6 @@ import pytest
 from benchmark.results import REQUIRED, read_results
 
 
-def oodbench(*args: str, capsys) -> tuple[int, str, str]:
-    """Run the CLI in-process as a user would call it; returns (exit code, stdout, stderr)."""
-    from benchmark.cli import main
-
-    old = sys.argv
-    sys.argv = ["oodbench", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.slow
 def test_demo_end_to_end_cold_then_warm(tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
@@ -78,39 +61,38 @@ def test_demo_end_to_end_cold_then_warm(tmp_path):
     (["list", "suits"], "Did you mean 'suites'"),
     (["show", "/no/such/file.parquet"], "does not exist"),
 ])
-def test_user_mistakes_get_one_clear_message(args, message, capsys, tmp_path):
+def test_user_mistakes_get_one_clear_message(args, message, run_cli, tmp_path):
     extra = ["--results-dir", str(tmp_path)] if args[0] == "run" else []
-    code, out, err = oodbench(*args, *extra, capsys=capsys)
+    code, out, err = run_cli(*args, *extra)
     assert code == 2
     assert message in " ".join(err.split())
     assert "Traceback" not in err
     assert not list(tmp_path.glob("*.parquet"))
 
 
-def test_unwritable_results_dir_fails_before_any_work(capsys, tmp_path):
+def test_unwritable_results_dir_fails_before_any_work(run_cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, _, err = oodbench("run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method",
-                            "zero_shot", "--results-dir", str(blocker / "results"), "--cache-dir", str(tmp_path / "c"),
-                            capsys=capsys)
+    code, _, err = run_cli("run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method",
+                            "zero_shot", "--results-dir", str(blocker / "results"), "--cache-dir", str(tmp_path / "c"))
     assert code == 2
     assert "Cannot write results into" in " ".join(err.split())
     assert not (tmp_path / "c").exists()  # nothing was encoded
 
 
-def test_list_and_show(capsys, tmp_path):
+def test_list_and_show(run_cli, tmp_path):
     for what in ("suites", "methods", "scores", "datasets"):
-        code, out, _ = oodbench("list", what, capsys=capsys)
+        code, out, _ = run_cli("list", what)
         assert code == 0 and out.strip()
-    code, out, _ = oodbench("list", "backbones", capsys=capsys)
+    code, out, _ = run_cli("list", "backbones")
     assert "oodbench-tiny-fmnist:demo" in out
-    code, out, err = oodbench("run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method",
+    code, out, err = run_cli("run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method",
                               "zero_shot", "--scores", "mcm,energy", "--results-dir", str(tmp_path),
-                              "--cache-dir", str(tmp_path / "cache"), "--no-progress", capsys=capsys)
+                              "--cache-dir", str(tmp_path / "cache"), "--no-progress")
     assert code == 0, err
     (path,) = tmp_path.glob("*.parquet")
     assert sorted(set(read_results(path)["score"])) == ["energy", "mcm"]
-    code, out, _ = oodbench("show", str(path), capsys=capsys)
+    code, out, _ = run_cli("show", str(path))
     assert code == 0 and "weights_sha256" in out and "mcm" in out
 
 
