@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from benchmark.errors import OodbenchError, UnknownNameError
+from benchmark.hashing import sha256_file
 from benchmark.registry import suggest
 
 ASSETS_DIR = Path(__file__).parent / "assets"
@@ -87,11 +88,7 @@ def file_sha256(path: Path) -> str:
             return str(cached["sha256"])
     except (OSError, ValueError, KeyError):
         pass
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     try:
         tmp = sidecar.with_name(sidecar.name + f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"stamp": stamp, "sha256": digest}))

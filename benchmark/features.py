@@ -25,6 +25,7 @@ from benchmark.data import LoadedDataset
 from benchmark.distributed import all_agree, barrier, rank_world
 from benchmark.encoders import FEATURE_KINDS
 from benchmark.errors import OodbenchError
+from benchmark.hashing import sha256_file
 from benchmark.progress import Progress
 
 CACHE_ENV = "OODBENCH_CACHE"
@@ -139,14 +140,6 @@ def _encode_blocks(backbone: Backbone, dataset: LoadedDataset, blocks: dict[int,
                 pending = []
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_final(folder: Path, key: FeatureKey, n: int) -> np.ndarray | None:
     """The cached features if complete and intact (meta.json written last, size, shape and sha256 match), else None."""
     final, meta_path = folder / "features.npy", folder / "meta.json"
@@ -157,7 +150,7 @@ def _load_final(folder: Path, key: FeatureKey, n: int) -> np.ndarray | None:
         arr = np.load(final, mmap_mode="r")
         intact = (meta["digest"] == key.digest() and list(arr.shape) == meta["shape"] and arr.shape[0] == n
                   and arr.dtype == np.float16 and final.stat().st_size == meta["bytes"]
-                  and _file_sha256(final) == meta["sha256"])
+                  and sha256_file(final) == meta["sha256"])
     except Exception:  # missing/garbled meta.json, truncated .npy, ...
         return None
     return arr if intact else None
@@ -184,7 +177,7 @@ def _assemble(folder: Path, block_dir: Path, blocks: list[range], key: FeatureKe
         os.fsync(f.fileno())
     tmp.replace(final)
     write_json_atomic(folder / "meta.json", {**key.__dict__, "digest": key.digest(), "shape": list(shape),
-                                             "bytes": final.stat().st_size, "sha256": _file_sha256(final)})
+                                             "bytes": final.stat().st_size, "sha256": sha256_file(final)})
     shutil.rmtree(block_dir, ignore_errors=True)
 
 

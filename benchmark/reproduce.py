@@ -11,7 +11,6 @@ verified only when its record says so and names the sha256 of the very file it c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.errors import OodbenchError
+from benchmark.hashing import sha256_file
 from benchmark.results import COUNT_COLUMNS, METRIC_COLUMNS, RUN_ID_PATTERN, registered_suites, validate_file
 
 RECORD_FORMAT = "oodbench-verification/1"
@@ -52,10 +52,6 @@ class Reproduction:
     @property
     def verified(self) -> bool:
         return self.status == "verified"
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def spec_from_rows(rows: pd.DataFrame, *, device: str, cache_dir: Path | None, data_root: Path | None,
@@ -132,7 +128,7 @@ def reproduce_file(path: Path, *, tolerance: float = DEFAULT_TOLERANCE, record_d
     if not check.ok:
         raise OodbenchError(f"{path} is not a valid result file, so it cannot be reproduced: "
                             f"{'; '.join(check.problems)}. `oodbench validate {path}` shows the same report.")
-    entry_sha = file_sha256(path)
+    entry_sha = sha256_file(path)
     harness = Harness(progress=progress)
     out: list[Reproduction] = []
     for run_id, rows in check.rows.groupby("run_id", sort=False):

@@ -6,13 +6,13 @@ from an entry is imported or executed: Parquet, CSV and JSON are read as data.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from benchmark.errors import OodbenchError
+from benchmark.hashing import sha256_file
 from benchmark.reproduce import read_verifications
 from benchmark.results import registered_suites, validate_file
 from leaderboard.reported import validate_reported_file
@@ -40,10 +40,6 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def collect(results_dir: Path) -> Inputs:
     """Validate and merge every input under `results_dir`."""
     root = Path(results_dir)
@@ -68,7 +64,7 @@ def collect(results_dir: Path) -> Inputs:
             skipped.append(Skipped(rel, clash + ["each run belongs in one file; remove the copy"]))
             continue
         seen.update({r: rel for r in runs})
-        shas[rel] = _sha256(path)
+        shas[rel] = sha256_file(path)
         frames.append(check.rows.assign(source_file=rel))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from benchmark.errors import OodbenchError
-from benchmark.reproduce import RECORD_FORMAT, file_sha256
+from benchmark.hashing import sha256_file
+from benchmark.reproduce import RECORD_FORMAT
 from benchmark.results import read_results
 from leaderboard.aggregate import add_zero_shot_deltas, measured_entries
 from leaderboard.build import build_site
@@ -121,7 +122,7 @@ def test_verified_runs_are_marked_and_stale_records_are_not(results, tmp_path):
     target = results / "coop" / "k4-s1.parquet"
     run_id = read_results(target)["run_id"].iloc[0]
     record = {"format": RECORD_FORMAT, "run_id": run_id, "status": "verified", "entry_file": target.name,
-              "entry_sha256": file_sha256(target), "tolerance": 0.005, "max_abs_diff": 0.0, "compared": 140,
+              "entry_sha256": sha256_file(target), "tolerance": 0.005, "max_abs_diff": 0.0, "compared": 140,
               "mismatches": [], "warnings": [], "checked_at": "2026-01-01T00:00:00+00:00",
               "reproduced": {"device": "cpu", "oodbench_version": "0.1.0", "git_commit": ""}}
     (results / "verifications").mkdir()

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from benchmark.errors import OodbenchError
-from benchmark.reproduce import file_sha256, read_verifications, reproduce_file, validate_record
+from benchmark.hashing import sha256_file
+from benchmark.reproduce import read_verifications, reproduce_file, validate_record
 from benchmark.results import read_results, write_results
 
 
@@ -21,7 +22,7 @@ def test_a_demo_entry_reproduces_and_its_record_is_written(demo_run, tmp_path, r
     record = json.loads((records / f"{run_id}.json").read_text())
     assert validate_record(record) == []
     assert record["status"] == "verified" and record["mismatches"] == []
-    assert record["entry_sha256"] == file_sha256(demo_run["file"])
+    assert record["entry_sha256"] == sha256_file(demo_run["file"])
     assert record["compared"] == len(read_results(demo_run["file"])) * 7  # 5 metrics and 2 counts per row
     assert record["max_abs_diff"] <= record["tolerance"] == 0.005
     assert read_verifications(records)[0].keys() == {run_id}
