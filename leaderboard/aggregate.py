@@ -10,6 +10,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from benchmark.report import group_means
 from leaderboard.reported import GROUP_MEAN
 
 ENTRY_KEY = ["suite", "backbone", "method", "config_hash", "shots"]
@@ -23,17 +24,8 @@ def entry_id(*parts: object) -> str:
 
 
 def per_run(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, score): near/far mean FPR95 and AUROC over the OOD sets, and ID accuracy.
-
-    The same numbers as benchmark.report.group_means, computed in one vectorised pass (a leaderboard
-    holds thousands of runs)."""
-    keys = ENTRY_KEY + ["score", "seed", "run_id"]
-    by_group = rows.groupby(keys + ["ood_group"], sort=False)[["fpr95", "auroc"]].mean().unstack("ood_group")
-    out = rows.groupby(keys, sort=False)[["id_acc"]].mean()
-    for grp in ("near", "far"):
-        for m in ("fpr95", "auroc"):
-            out[f"{grp}_{m}"] = by_group[(m, grp)] if (m, grp) in by_group.columns else np.nan
-    return out.reset_index()
+    """One row per (run, score): near/far mean FPR95 and AUROC over the OOD sets, and ID accuracy."""
+    return group_means(rows, ENTRY_KEY + ["score", "seed", "run_id"])
 
 
 def measured_entries(rows: pd.DataFrame, *, verification: dict[str, dict]) -> pd.DataFrame:
