@@ -141,16 +141,20 @@ def _encode_blocks(backbone: Backbone, dataset: LoadedDataset, blocks: dict[int,
 
 
 def _load_final(folder: Path, key: FeatureKey, n: int) -> np.ndarray | None:
-    """The cached features if complete and intact (meta.json written last, size, shape and sha256 match), else None."""
+    """The cached features if complete and intact (meta.json written last, size, shape and sha256 match), else None.
+
+    The file's sha256 is recomputed only when its modification time differs from the one recorded at
+    writing: re-hashing a 10 GB patch-feature cache on every load would cost seconds each time."""
     final, meta_path = folder / "features.npy", folder / "meta.json"
     if not final.exists():
         return None
     try:
         meta = json.loads(meta_path.read_text())
         arr = np.load(final, mmap_mode="r")
+        stat = final.stat()
         intact = (meta["digest"] == key.digest() and list(arr.shape) == meta["shape"] and arr.shape[0] == n
-                  and arr.dtype == np.float16 and final.stat().st_size == meta["bytes"]
-                  and sha256_file(final) == meta["sha256"])
+                  and arr.dtype == np.float16 and stat.st_size == meta["bytes"]
+                  and (stat.st_mtime_ns == meta.get("mtime_ns") or sha256_file(final) == meta["sha256"]))
     except Exception:  # missing/garbled meta.json, truncated .npy, ...
         return None
     return arr if intact else None
@@ -176,8 +180,10 @@ def _assemble(folder: Path, block_dir: Path, blocks: list[range], key: FeatureKe
     with tmp.open("rb+") as f:
         os.fsync(f.fileno())
     tmp.replace(final)
+    stat = final.stat()
     write_json_atomic(folder / "meta.json", {**key.__dict__, "digest": key.digest(), "shape": list(shape),
-                                             "bytes": final.stat().st_size, "sha256": sha256_file(final)})
+                                             "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                                             "sha256": sha256_file(final)})
     shutil.rmtree(block_dir, ignore_errors=True)
 
 

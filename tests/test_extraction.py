@@ -217,3 +217,17 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_blocks(setting, refer
         feats = extract_features(backbone, ds, cache_dir=tmp_path, block_size=BLOCK, batch_size=BLOCK)
     assert seen[0] == BLOCK and set(seen[1:]) == {2}
     np.testing.assert_allclose(np.asarray(feats.array, np.float32), reference.astype(np.float32), atol=2e-3)
+
+
+def test_an_untouched_cache_file_is_not_rehashed_on_load(setting, backbone, tmp_path, monkeypatch):
+    import benchmark.features as features_mod
+
+    ds = load_dataset(setting["spec"], data_root=setting["data_root"])
+    cache = tmp_path / "cache"
+    extract_features(backbone, ds, cache_dir=cache, block_size=BLOCK, batch_size=BLOCK)
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} was re-hashed although it is unchanged since it was written")
+
+    monkeypatch.setattr(features_mod, "sha256_file", no_hashing)
+    assert extract_features(backbone, ds, cache_dir=cache, block_size=BLOCK).cache_hit
