@@ -135,12 +135,6 @@ def run_cmd(
         from methods import load_method_file
 
         load_method_file(method_file)
-    if data_root is not None:  # class names read from the user's copy live under the data root too
-        import os
-
-        from benchmark.data import DATA_ROOT_ENV
-
-        os.environ[DATA_ROOT_ENV] = str(data_root)
     spec = RunSpec(suite=suite, backbone=backbone, method=method, method_config=_parse_config(config),
                    scores=_split(scores), shots=shots, seed=seed, device=device, precision=precision,
                    batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, data_root=data_root)

@@ -7,6 +7,7 @@ set -> every score -> metrics -> rows with provenance -> atomic Parquet write.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -90,6 +91,7 @@ def device_description(device: torch.device) -> str:
     return f"cpu:{platform.processor() or platform.machine()}"
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -102,8 +104,10 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@functools.cache
 def git_commit() -> str:
-    """The commit of the oodbench checkout ('-dirty' when it has local changes), or '' outside git."""
+    """The commit of the oodbench checkout ('-dirty' when it has local changes), or '' outside git; read once
+    per process, since the code a process runs is the code it started with."""
     root = Path(benchmark.__file__).resolve().parents[1]
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -303,9 +307,10 @@ class Harness:
         seconds["features"] = time.perf_counter() - t
 
         generator = seed_everything(spec.seed)
+        classnames, templates = suite.class_names(data_root=spec.data_root), suite.prompt_templates()
         context = MethodContext(
-            backbone=backbone, classnames=suite.class_names(), templates=suite.prompt_templates(),
-            text_features=text_features(backbone, suite.class_names(), suite.prompt_templates(), cache_dir=cache_dir),
+            backbone=backbone, classnames=classnames, templates=templates,
+            text_features=text_features(backbone, classnames, templates, cache_dir=cache_dir),
             device=device, generator=generator, seed=spec.seed,
         )
         method = method_cls(config=config, context=context)

@@ -28,8 +28,8 @@ class SuiteSpec:
     templates: str  # key of benchmark/prompts/templates.json
     description: str = ""
 
-    def class_names(self) -> list[str]:
-        return read_classnames(self.classnames)
+    def class_names(self, *, data_root: Path | None = None) -> list[str]:
+        return read_classnames(self.classnames, data_root=data_root)
 
     def prompt_templates(self) -> list[str]:
         return load_templates(self.templates)

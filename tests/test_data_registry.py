@@ -14,7 +14,7 @@ from benchmark.datasets import (
     CLASSNAMES_DIR, DATASETS, LISTS_DIR, UNKNOWN_COUNT, BundledSource, DatasetSpec, ImageListSource, load_families,
     read_classnames,
 )
-from benchmark.errors import OodbenchError
+from benchmark.errors import DataError, OodbenchError
 from benchmark.registry import Registry
 from benchmark.suites import SUITES, TEMPLATES_FILE, load_templates
 
@@ -145,3 +145,16 @@ def test_temporary_registration_leaves_no_trace():
     with DATASETS.temporarily(spec.name, spec):
         assert "zz-temp" in DATASETS
     assert "zz-temp" not in DATASETS
+
+
+def test_class_names_that_cannot_ship_are_read_from_the_given_data_root(tmp_path, monkeypatch):
+    from benchmark.data import DATA_ROOT_ENV, STATE_DIR
+
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "elsewhere"))  # the explicit root must win
+    suite = SUITES.get("cub200-far")
+    written = tmp_path / STATE_DIR / "classnames" / suite.classnames
+    written.parent.mkdir(parents=True)
+    written.write_text("Black footed Albatross\nLaysan Albatross\n")
+    assert suite.class_names(data_root=tmp_path) == ["Black footed Albatross", "Laysan Albatross"]
+    with pytest.raises(DataError, match="do not ship with oodbench"):
+        suite.class_names()

@@ -72,19 +72,20 @@ class DatasetSpec:
     citation: str = ""
     description: str = ""
 
-    def class_names(self) -> list[str]:
+    def class_names(self, *, data_root: Path | None = None) -> list[str]:
         if self.classnames is None:
             return []
-        return read_classnames(self.classnames)
+        return read_classnames(self.classnames, data_root=data_root)
 
 
-def read_classnames(file: str) -> list[str]:
-    """Class names shipped in classnames/, or (for sets whose names cannot ship) written by `data prepare`."""
+def read_classnames(file: str, *, data_root: Path | None = None) -> list[str]:
+    """Class names shipped in classnames/, or (for sets whose names cannot ship) written by `data prepare`
+    under `data_root` (default: $OODBENCH_DATA or ~/oodbench-data)."""
     path = CLASSNAMES_DIR / file
     if not path.exists():
         from benchmark.data import local_classnames_path
 
-        path = local_classnames_path(file)
+        path = local_classnames_path(file, data_root=data_root)
     lines = path.read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip()]
 
