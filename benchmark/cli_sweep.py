@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from benchmark.cli import (
-    BackboneOpt, CacheOpt, DeviceOpt, ProgressOpt, ScoresOpt, SuiteOpt, _progress, _split, app, console,
+    BackboneOpt, CacheOpt, DataRootOpt, DeviceOpt, ProgressOpt, ScoresOpt, SuiteOpt, _progress, _split, app, console,
 )
 from benchmark.errors import OodbenchError
 
@@ -31,6 +31,7 @@ def sweep(
     results_dir: Annotated[Path, typer.Option("--results-dir", help="One Parquet file per run goes here; runs "
                                               "already there are skipped.")] = Path("results"),
     cache_dir: CacheOpt = None,
+    data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
@@ -45,7 +46,8 @@ def sweep(
 
     result = run_sweep(suite=suite, backbone=backbone, methods=_split(methods) or [], shots=_ints(shots, "--shots"),
                        seeds=_ints(seeds, "--seeds"), scores=_split(scores), results_dir=results_dir,
-                       cache_dir=cache_dir, device=device, progress=_progress(progress), on_run=report)
+                       cache_dir=cache_dir, data_root=data_root, device=device, progress=_progress(progress),
+                       on_run=report)
     rows = result.rows()
     wanted = set(_split(scores) or rows["score"].unique())
     console.print(seed_summary_table(rows[rows["score"].isin(wanted)], title=f"{suite} on {backbone}"))

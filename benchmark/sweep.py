@@ -73,6 +73,7 @@ def plan(*, suite: str, backbone: str, methods: list[str], shots: list[int], see
 
 def run_sweep(*, suite: str, backbone: str, methods: list[str], shots: list[int], seeds: list[int],
               scores: list[str] | None = None, results_dir: Path, cache_dir: Path | None = None,
+              data_root: Path | None = None,
               device: str = "auto", progress: Progress | None = None,
               on_run: Callable[[PlannedRun, str, float], None] | None = None) -> SweepResult:
     """Run every planned run not already in `results_dir`; `on_run(run, 'ran'|'skipped', seconds)` reports each."""
@@ -92,7 +93,7 @@ def run_sweep(*, suite: str, backbone: str, methods: list[str], shots: list[int]
             continue
         t = time.perf_counter()
         spec = RunSpec(suite=suite, backbone=backbone, method=run.method, scores=scores, shots=run.shots,
-                       seed=run.seed, device=device, cache_dir=cache_dir)
+                       seed=run.seed, device=device, cache_dir=cache_dir, data_root=data_root)
         out = harness.run(spec, results_dir=results_dir)
         if out.path is not None:  # under torchrun only rank 0 writes
             result.ran.append(out.path)

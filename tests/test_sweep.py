@@ -107,3 +107,19 @@ def test_fit_receives_only_the_fewshot_split_and_pool_validation(tmp_path, cache
         test = np.asarray(extract_features(backbone, harness.dataset(name, suite, None), cache_dir=cache_dir).array,
                           np.float32)
         assert not seen_rows & {r.tobytes() for r in test}, f"fit saw features of {name}"
+
+
+def test_sweep_passes_the_data_root_to_every_run(tmp_path, monkeypatch):
+    import benchmark.sweep as sweep_mod
+
+    seen = []
+
+    def record(self, spec, *, out=None, results_dir=None):
+        seen.append(spec.data_root)
+        raise KeyboardInterrupt  # stop after the first run: only its spec matters here
+
+    monkeypatch.setattr(sweep_mod.Harness, "run", record)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_mod.run_sweep(suite=SUITE, backbone=DEMO_BACKBONE, methods=["zero_shot"], shots=[1], seeds=[1],
+                            results_dir=tmp_path, data_root=tmp_path / "data")
+    assert seen == [tmp_path / "data"]
