@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install install-test browser demo test
+.PHONY: install install-test browser demo lint test
 
 install:
 	$(PIP) install -q -e .
@@ -18,5 +18,9 @@ browser:
 demo: install
 	oodbench demo
 
-test: install-test browser
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+test: install-test browser lint
 	$(PYTHON) -m pytest -q

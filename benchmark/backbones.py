@@ -111,8 +111,11 @@ def remember_identity(backbone: Backbone, *, cache_dir: Path) -> None:
     """Record a loaded backbone's identity so that later fully cached runs need not load the model."""
     if backbone.weights_path is None:
         return
-    record = {**backbone.identity.__dict__, "weights_path": str(backbone.weights_path),
-              "stamp": _stamp(backbone.weights_path)}
+    record = {
+        **backbone.identity.__dict__,
+        "weights_path": str(backbone.weights_path),
+        "stamp": _stamp(backbone.weights_path),
+    }
     path = _identity_file(backbone.name, cache_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,13 +167,17 @@ def resolve_weights(name: str) -> tuple[str, Path]:
     if name in BUNDLED_WEIGHTS:
         path = BUNDLED_WEIGHTS[name]
         if not path.exists():
-            raise OodbenchError(f"The bundled weights {path} are missing; reinstall oodbench or run "
-                                f"`python scripts/train_demo_backbone.py` to rebuild them.")
+            raise OodbenchError(
+                f"The bundled weights {path} are missing; reinstall oodbench or run "
+                f"`python scripts/train_demo_backbone.py` to rebuild them."
+            )
         return arch, path
     models = open_clip.list_models()
     if arch not in models:
-        raise UnknownNameError(f"Unknown backbone architecture {arch!r}.{suggest(arch, models)} "
-                               f"`oodbench list backbones` shows the known names.")
+        raise UnknownNameError(
+            f"Unknown backbone architecture {arch!r}.{suggest(arch, models)} "
+            f"`oodbench list backbones` shows the known names."
+        )
     if _is_path(tag):
         path = Path(tag).expanduser()
         if not path.is_file():
@@ -178,9 +185,13 @@ def resolve_weights(name: str) -> tuple[str, Path]:
         return arch, path
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if tag not in tags:
-        hint = suggest(tag, tags) or (f" Its tags are: {', '.join(tags)}." if tags else f" {arch} has no pretrained tags.")
-        raise UnknownNameError(f"Unknown pretrained tag {tag!r} for {arch}.{hint} "
-                               f"Or pass local weights as {arch}:/path/to/weights.safetensors.")
+        hint = suggest(tag, tags) or (
+            f" Its tags are: {', '.join(tags)}." if tags else f" {arch} has no pretrained tags."
+        )
+        raise UnknownNameError(
+            f"Unknown pretrained tag {tag!r} for {arch}.{hint} "
+            f"Or pass local weights as {arch}:/path/to/weights.safetensors."
+        )
     from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
     try:
@@ -209,13 +220,23 @@ def load_backbone(name: str, *, device: torch.device | str = "cpu") -> Backbone:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(path), device=device)
     except (RuntimeError, AssertionError, KeyError) as err:  # open_clip's shape checks raise these
         first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise OodbenchError(f"The weights {path} do not fit architecture {arch}: {first}. "
-                            f"Check the ARCH part of --backbone matches the checkpoint.") from None
+        raise OodbenchError(
+            f"The weights {path} do not fit architecture {arch}: {first}. "
+            f"Check the ARCH part of --backbone matches the checkpoint."
+        ) from None
     except Exception as err:
-        raise OodbenchError(f"Cannot load weights {path} for {arch}: {type(err).__name__}: {err}. "
-                            f"Pass safetensors, or a .pt state dict (loaded with weights_only=True).") from None
+        raise OodbenchError(
+            f"Cannot load weights {path} for {arch}: {type(err).__name__}: {err}. "
+            f"Pass safetensors, or a .pt state dict (loaded with weights_only=True)."
+        ) from None
     model.eval().requires_grad_(False)
     return Backbone(
-        name=name, arch=arch, model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(arch),
-        weights_sha256=file_sha256(path), device=device, weights_path=path,
+        name=name,
+        arch=arch,
+        model=model,
+        preprocess=preprocess,
+        tokenizer=open_clip.get_tokenizer(arch),
+        weights_sha256=file_sha256(path),
+        device=device,
+        weights_path=path,
     )

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,9 +14,11 @@ from rich.console import Console
 from benchmark.errors import OodbenchError
 
 app = typer.Typer(
-    help="oodbench: how fine-tuning CLIP changes out-of-distribution detection. "
-         "Start with `oodbench demo`.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich",
+    help="oodbench: how fine-tuning CLIP changes out-of-distribution detection. Start with `oodbench demo`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -24,17 +26,31 @@ err_console = Console(stderr=True)
 DEMO_RESULTS = Path("oodbench-results") / "demo"
 
 SuiteOpt = Annotated[str, typer.Option("--suite", help="Suite name (`oodbench list suites`).")]
-BackboneOpt = Annotated[str, typer.Option("--backbone", help="ARCH:TAG as open_clip names it, ARCH:/path/to/weights, "
-                                                              "or a bundled backbone (`oodbench list backbones`).")]
-ScoresOpt = Annotated[Optional[str], typer.Option("--scores", help="Comma-separated scores; default: every score.")]
+BackboneOpt = Annotated[
+    str,
+    typer.Option(
+        "--backbone",
+        help="ARCH:TAG as open_clip names it, ARCH:/path/to/weights, "
+        "or a bundled backbone (`oodbench list backbones`).",
+    ),
+]
+ScoresOpt = Annotated[str | None, typer.Option("--scores", help="Comma-separated scores; default: every score.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="Encoder precision: fp32, or autocast bf16/fp16 on GPUs.")]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", help="Encoder precision: fp32, or autocast bf16/fp16 on GPUs.")
+]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per encoder batch.")]
-WorkersOpt = Annotated[int, typer.Option("--num-workers", min=0, help="DataLoader worker processes for decoding images.")]
-CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Feature cache folder (default: $OODBENCH_CACHE "
-                                                                      "or ~/.cache/oodbench).")]
-DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Root of local datasets (default: $OODBENCH_DATA "
-                                                                         "or ~/oodbench-data).")]
+WorkersOpt = Annotated[
+    int, typer.Option("--num-workers", min=0, help="DataLoader worker processes for decoding images.")
+]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Feature cache folder (default: $OODBENCH_CACHE or ~/.cache/oodbench)."),
+]
+DataRootOpt = Annotated[
+    Path | None,
+    typer.Option("--data-root", help="Root of local datasets (default: $OODBENCH_DATA or ~/oodbench-data)."),
+]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
@@ -65,8 +81,10 @@ def _progress(enabled: bool):
 def _cache_note(result) -> str:
     hits = {k: v for k, v in result.cache_hits.items() if k != "outputs"}
     if result.cache_hits.get("outputs"):
-        return ("[green]cache hit[/green]: this run's outputs were cached (same backbone, data, method, config, "
-                "split and code), so nothing was encoded or trained")
+        return (
+            "[green]cache hit[/green]: this run's outputs were cached (same backbone, data, method, config, "
+            "split and code), so nothing was encoded or trained"
+        )
     n_hit = sum(hits.values())
     if n_hit == len(hits):
         return f"[green]feature cache hit[/green] for all {len(hits)} feature sets"
@@ -78,7 +96,9 @@ def _cache_note(result) -> str:
 @app.command()
 def demo(
     cache_dir: CacheOpt = None,
-    results_dir: Annotated[Path, typer.Option("--results-dir", help="Where the demo's Parquet files go.")] = DEMO_RESULTS,
+    results_dir: Annotated[
+        Path, typer.Option("--results-dir", help="Where the demo's Parquet files go.")
+    ] = DEMO_RESULTS,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
@@ -91,18 +111,32 @@ def demo(
     start = time.perf_counter()
     harness = Harness(progress=_progress(progress))
     console.print(f"[bold]oodbench demo[/bold]: suite fmnist-ood, backbone {DEMO_BACKBONE}")
-    zs = harness.run(RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot", device=device,
-                             cache_dir=cache_dir), results_dir=results_dir)
+    zs = harness.run(
+        RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot", device=device, cache_dir=cache_dir),
+        results_dir=results_dir,
+    )
     console.print(_cache_note(zs))
     console.print(run_table(zs.rows, title="zero-shot CLIP on fmnist-ood"))
     console.print(f"wrote {zs.path}")
-    coop = harness.run(RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="coop", shots=16, seed=1,
-                               device=device, cache_dir=cache_dir), results_dir=results_dir)
+    coop = harness.run(
+        RunSpec(
+            suite="fmnist-ood",
+            backbone=DEMO_BACKBONE,
+            method="coop",
+            shots=16,
+            seed=1,
+            device=device,
+            cache_dir=cache_dir,
+        ),
+        results_dir=results_dir,
+    )
     console.print(run_table(coop.rows, title="CoOp (16 shots, seed 1) on fmnist-ood"))
     console.print(_cache_note(coop))
     trained = f", CoOp trained in {coop.seconds['fit']:.1f}s on cached features" if "fit" in coop.seconds else ""
     console.print(f"wrote {coop.path}{trained}")
-    console.print(delta_table(zs.rows, coop.rows, title="How fine-tuning changed OOD detection: CoOp 16-shot minus zero-shot"))
+    console.print(
+        delta_table(zs.rows, coop.rows, title="How fine-tuning changed OOD detection: CoOp 16-shot minus zero-shot")
+    )
     console.print(f"demo finished in {time.perf_counter() - start:.1f}s")
 
 
@@ -111,20 +145,34 @@ def run_cmd(
     suite: SuiteOpt,
     backbone: BackboneOpt,
     method: Annotated[str, typer.Option("--method", help="Method name (`oodbench list methods`).")],
-    method_file: Annotated[Optional[Path], typer.Option("--method-file", help="A Python file that registers a method "
-                                                        "living outside oodbench (see docs/adding-a-method.md).")] = None,
+    method_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--method-file",
+            help="A Python file that registers a method living outside oodbench (see docs/adding-a-method.md).",
+        ),
+    ] = None,
     scores: ScoresOpt = None,
-    shots: Annotated[int, typer.Option("--shots", min=0, help="Images per class for methods that train (1/2/4/8/16); 0 for zero-shot.")] = 0,
+    shots: Annotated[
+        int,
+        typer.Option("--shots", min=0, help="Images per class for methods that train (1/2/4/8/16); 0 for zero-shot."),
+    ] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the few-shot split and of training.")] = 1,
-    config: Annotated[list[str], typer.Option("--config", help="Method hyperparameter override key=value (repeatable).")] = [],  # noqa: B006
+    config: Annotated[
+        list[str], typer.Option("--config", help="Method hyperparameter override key=value (repeatable).")
+    ] = [],  # noqa: B006
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     batch_size: BatchOpt = 256,
     num_workers: WorkersOpt = 0,
     cache_dir: CacheOpt = None,
     data_root: DataRootOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Parquet file to write (default: a new file under --results-dir).")] = None,
-    results_dir: Annotated[Path, typer.Option("--results-dir", help="Folder for the run's Parquet file.")] = Path("results"),
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Parquet file to write (default: a new file under --results-dir).")
+    ] = None,
+    results_dir: Annotated[Path, typer.Option("--results-dir", help="Folder for the run's Parquet file.")] = Path(
+        "results"
+    ),
     progress: ProgressOpt = True,
 ) -> None:
     """Run one method on one suite with every (or the chosen) score; writes one Parquet file."""
@@ -135,14 +183,30 @@ def run_cmd(
         from methods import load_method_file
 
         load_method_file(method_file)
-    spec = RunSpec(suite=suite, backbone=backbone, method=method, method_config=_parse_config(config),
-                   scores=_split(scores), shots=shots, seed=seed, device=device, precision=precision,
-                   batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, data_root=data_root)
+    spec = RunSpec(
+        suite=suite,
+        backbone=backbone,
+        method=method,
+        method_config=_parse_config(config),
+        scores=_split(scores),
+        shots=shots,
+        seed=seed,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        cache_dir=cache_dir,
+        data_root=data_root,
+    )
     result = Harness(progress=_progress(progress)).run(spec, out=out, results_dir=results_dir)
     if result.path is None:  # a torchrun rank other than 0: rank 0 wrote and reports the rows
         return
     console.print(_cache_note(result))
-    console.print(run_table(result.rows, title=f"{method} on {suite} ({backbone}, shots={result.rows['shots'].iloc[0]}, seed={seed})"))
+    console.print(
+        run_table(
+            result.rows, title=f"{method} on {suite} ({backbone}, shots={result.rows['shots'].iloc[0]}, seed={seed})"
+        )
+    )
     console.print(f"wrote {result.path} in {result.seconds['total']:.1f}s")
 
 
@@ -157,7 +221,9 @@ def list_cmd(what: Annotated[str, typer.Argument(help=f"One of: {', '.join(LISTA
     if what not in LISTABLE:
         from benchmark.registry import suggest
 
-        raise OodbenchError(f"Cannot list {what!r}.{suggest(what, list(LISTABLE))} Choose one of: {', '.join(LISTABLE)}.")
+        raise OodbenchError(
+            f"Cannot list {what!r}.{suggest(what, list(LISTABLE))} Choose one of: {', '.join(LISTABLE)}."
+        )
     table = Table()
     if what == "suites":
         from benchmark.suites import SUITES
@@ -236,7 +302,9 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted; finished cache blocks and result files are kept, partial ones were never renamed into place.")
+        err_console.print(
+            "interrupted; finished cache blocks and result files are kept, partial ones were never renamed into place."
+        )
         sys.exit(130)
 
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from benchmark.cli import DataRootOpt, app, console
 from benchmark.errors import OodbenchError
 
-data_app = typer.Typer(help="Check and prepare the datasets of a suite (present? pinned? where to get them).",
-                       no_args_is_help=True)
+data_app = typer.Typer(
+    help="Check and prepare the datasets of a suite (present? pinned? where to get them).", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
-NameArg = Annotated[str, typer.Argument(help="A suite (`oodbench list suites`) or a dataset (`oodbench list datasets`).")]
+NameArg = Annotated[
+    str, typer.Argument(help="A suite (`oodbench list suites`) or a dataset (`oodbench list datasets`).")
+]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Threads decoding images (0: up to 8).")]
 
 
@@ -28,11 +31,16 @@ def _root(data_root: Path | None) -> Path:
 def check_cmd(
     name: NameArg,
     data_root: DataRootOpt = None,
-    verify_images: Annotated[bool, typer.Option("--verify-images", help="Also decode every image and compare the "
-                                                "bytes with the pin (reads all the data).")] = False,
+    verify_images: Annotated[
+        bool,
+        typer.Option(
+            "--verify-images", help="Also decode every image and compare the bytes with the pin (reads all the data)."
+        ),
+    ] = False,
     workers: WorkersOpt = 0,
 ) -> None:
-    """For every dataset: present, complete and matching its pin? For a missing one: where to get it and where to put it."""
+    """For every dataset: present, complete and matching its pin? For a missing one: where to get it and where to
+    put it."""
     from rich.table import Table
 
     from benchmark.datacheck import check_classnames, check_dataset, resolve_targets
@@ -64,14 +72,29 @@ def check_cmd(
 @data_app.command("prepare")
 def prepare_cmd(
     name: NameArg,
-    source: Annotated[Path, typer.Option("--from", help="Your copy: the dataset's folder, or for a suite a folder laid "
-                                         "out like the data root (each dataset at its root, see `data check`).")],
+    source: Annotated[
+        Path,
+        typer.Option(
+            "--from",
+            help="Your copy: the dataset's folder, or for a suite a folder laid "
+            "out like the data root (each dataset at its root, see `data check`).",
+        ),
+    ],
     data_root: DataRootOpt = None,
     copy: Annotated[bool, typer.Option("--copy", help="Copy the listed files instead of linking the folder.")] = False,
-    accept_count: Annotated[bool, typer.Option("--accept-count", help="Record a copy whose image count differs from "
-                                               "the spec's (a different release); the pin says so.")] = False,
-    class_list: Annotated[Optional[Path], typer.Option("--class-list", help="Class list file for sets whose classes do "
-                                                       "not ship (ImageNet-100: one wnid per line).")] = None,
+    accept_count: Annotated[
+        bool,
+        typer.Option(
+            "--accept-count",
+            help="Record a copy whose image count differs from the spec's (a different release); the pin says so.",
+        ),
+    ] = False,
+    class_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--class-list", help="Class list file for sets whose classes do not ship (ImageNet-100: one wnid per line)."
+        ),
+    ] = None,
     workers: WorkersOpt = 0,
 ) -> None:
     """Verify your local copy (every path inside it, every image decodes) and record it in the pinned form.
@@ -93,8 +116,11 @@ def prepare_cmd(
         if not single and not src.exists():
             console.print(f"[yellow]skip[/yellow] {spec.name}: no {src}")
             continue
-        done = prepare_dataset(spec, src, data_root=root, copy=copy, accept_count=accept_count,
-                               class_list=class_list, workers=workers)
-        console.print(f"[green]prepared[/green] {spec.name}: {done.num_images} images, list sha256 "
-                      f"{done.list_sha256[:16]}, content sha256 {done.content_sha256[:16]}; " + "; ".join(done.notes),
-                      highlight=False)
+        done = prepare_dataset(
+            spec, src, data_root=root, copy=copy, accept_count=accept_count, class_list=class_list, workers=workers
+        )
+        console.print(
+            f"[green]prepared[/green] {spec.name}: {done.num_images} images, list sha256 "
+            f"{done.list_sha256[:16]}, content sha256 {done.content_sha256[:16]}; " + "; ".join(done.notes),
+            highlight=False,
+        )

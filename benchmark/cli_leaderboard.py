@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -16,13 +16,25 @@ app.add_typer(leaderboard_app, name="leaderboard")
 
 VALIDATABLE = (".parquet", ".csv")
 SITE = Path("site")
-ResultsOpt = Annotated[Path, typer.Option("--results", help="Folder of entries (Parquet, searched recursively), "
-                                                            "reported/ numbers and verifications/ records.")]
-ToleranceOpt = Annotated[float, typer.Option("--tolerance", help="Largest allowed absolute difference of each metric "
-                                                                 "(fractions: 0.005 is half a percentage point).")]
+ResultsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--results",
+        help="Folder of entries (Parquet, searched recursively), reported/ numbers and verifications/ records.",
+    ),
+]
+ToleranceOpt = Annotated[
+    float,
+    typer.Option(
+        "--tolerance",
+        help="Largest allowed absolute difference of each metric (fractions: 0.005 is half a percentage point).",
+    ),
+]
 RecordDirOpt = Annotated[Path, typer.Option("--record-dir", help="Where the verification record <run_id>.json goes.")]
-MethodFileOpt = Annotated[Optional[Path], typer.Option("--method-file", help="A Python file that registers the "
-                                                       "entry's method if it lives outside oodbench.")]
+MethodFileOpt = Annotated[
+    Path | None,
+    typer.Option("--method-file", help="A Python file that registers the entry's method if it lives outside oodbench."),
+]
 SiteOpt = Annotated[Path, typer.Option("--out", help="Folder for the site (replaced if it holds an earlier build).")]
 
 
@@ -36,11 +48,18 @@ def build(
 
     report = build_site(results_dir=results, out=out)
     for s in report.skipped:
-        err_console.print(f"[yellow]skipped[/yellow] {escape(s.path)}: {escape('; '.join(s.reasons))}",
-                          highlight=False, soft_wrap=True)
-    console.print(f"built {out} from {report.n_files} result file(s): {report.n_entries} entries on {report.n_suites} "
-                  f"suite page(s), {len(report.skipped)} file(s) skipped, in {report.seconds:.1f}s. "
-                  f"Open {out / 'index.html'}.", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]skipped[/yellow] {escape(s.path)}: {escape('; '.join(s.reasons))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"built {out} from {report.n_files} result file(s): {report.n_entries} entries on {report.n_suites} "
+        f"suite page(s), {len(report.skipped)} file(s) skipped, in {report.seconds:.1f}s. "
+        f"Open {out / 'index.html'}.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -55,8 +74,10 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Result Parquet files, reported-numbers CSV files, or folders "
-                                                     "(searched recursively).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Result Parquet files, reported-numbers CSV files, or folders (searched recursively)."),
+    ],
 ) -> None:
     """Check result files (schema, types, ranges, NaNs, duplicate keys, provenance, suite and version);
     exit 1 if any file has a problem."""
@@ -78,8 +99,11 @@ def validate(
         if check.ok:
             n = len(check.rows)
             runs = check.rows["run_id"].nunique() if "run_id" in check.rows.columns else 0
-            console.print(f"[green]ok[/green]      {escape(str(f))} ({n} rows" + (f", {runs} run(s))" if runs else ")"),
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"[green]ok[/green]      {escape(str(f))} ({n} rows" + (f", {runs} run(s))" if runs else ")"),
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
             bad += 1
             console.print(f"[red]invalid[/red] {escape(str(f))}", highlight=False, soft_wrap=True)
@@ -109,30 +133,57 @@ def reproduce(
         from methods import load_method_file
 
         load_method_file(method_file)
-    outcomes = reproduce_file(file, tolerance=tolerance, record_dir=record_dir, device=device, cache_dir=cache_dir,
-                              data_root=data_root, progress=_progress(progress))
+    outcomes = reproduce_file(
+        file,
+        tolerance=tolerance,
+        record_dir=record_dir,
+        device=device,
+        cache_dir=cache_dir,
+        data_root=data_root,
+        progress=_progress(progress),
+    )
     failed = 0
     for o in outcomes:
         for w in o.warnings:
             err_console.print(f"[yellow]warning[/yellow] run {o.run_id}: {escape(w)}", highlight=False, soft_wrap=True)
         if o.verified:
-            console.print(f"[green]verified[/green] run {o.run_id}: {o.compared} values within {o.tolerance} "
-                          f"(largest difference {o.max_abs_diff:.2g})", highlight=False, soft_wrap=True)
+            console.print(
+                f"[green]verified[/green] run {o.run_id}: {o.compared} values within {o.tolerance} "
+                f"(largest difference {o.max_abs_diff:.2g})",
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
             failed += 1
-            console.print(f"[red]mismatch[/red] run {o.run_id}: {len(o.mismatches)} of {o.compared} values differ "
-                          f"beyond {o.tolerance}:", highlight=False, soft_wrap=True)
+            console.print(
+                f"[red]mismatch[/red] run {o.run_id}: {len(o.mismatches)} of {o.compared} values differ "
+                f"beyond {o.tolerance}:",
+                highlight=False,
+                soft_wrap=True,
+            )
             for m in o.mismatches[:20]:
                 if "problem" in m:
-                    console.print(f"  - {m['score']} / {m['ood_dataset']}: {m['problem']}", highlight=False,
-                                  markup=False, soft_wrap=True)
+                    console.print(
+                        f"  - {m['score']} / {m['ood_dataset']}: {m['problem']}",
+                        highlight=False,
+                        markup=False,
+                        soft_wrap=True,
+                    )
                 else:
-                    console.print(f"  - {m['score']} / {m['ood_dataset']} {m['metric']}: entry {m['entry']:.4f}, "
-                                  f"re-run {m['reproduced']:.4f} (difference {m['abs_diff']:.4f})",
-                                  highlight=False, markup=False, soft_wrap=True)
+                    console.print(
+                        f"  - {m['score']} / {m['ood_dataset']} {m['metric']}: entry {m['entry']:.4f}, "
+                        f"re-run {m['reproduced']:.4f} (difference {m['abs_diff']:.4f})",
+                        highlight=False,
+                        markup=False,
+                        soft_wrap=True,
+                    )
             if len(o.mismatches) > 20:
-                console.print(f"  ... and {len(o.mismatches) - 20} more (all in {o.record_path})", highlight=False,
-                              markup=False, soft_wrap=True)
+                console.print(
+                    f"  ... and {len(o.mismatches) - 20} more (all in {o.record_path})",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
         console.print(f"record: {o.record_path}", highlight=False, markup=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)

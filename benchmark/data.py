@@ -74,11 +74,15 @@ def read_local_pin(spec: DatasetSpec, data_root: Path) -> dict:
         pin = json.loads(path.read_text(encoding="utf-8"))
         pin["list_sha256"], pin["num_images"], pin["version"]  # noqa: B018  the keys every pin has
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"The local pin {path} of dataset {spec.name!r} is unreadable ({err}); run "
-                        f"`oodbench data prepare {spec.name} --from PATH` again.") from None
+        raise DataError(
+            f"The local pin {path} of dataset {spec.name!r} is unreadable ({err}); run "
+            f"`oodbench data prepare {spec.name} --from PATH` again."
+        ) from None
     if pin["version"] != spec.version:
-        raise DataError(f"Dataset {spec.name!r} was prepared for spec version {pin['version']} but the spec is now "
-                        f"version {spec.version}; run `oodbench data prepare {spec.name} --from PATH` again.")
+        raise DataError(
+            f"Dataset {spec.name!r} was prepared for spec version {pin['version']} but the spec is now "
+            f"version {spec.version}; run `oodbench data prepare {spec.name} --from PATH` again."
+        )
     return pin
 
 
@@ -118,7 +122,9 @@ class LoadedDataset:
         try:
             return self._paths[i].read_bytes()
         except OSError as err:
-            raise DataError(f"Cannot read {self.describe(i)}: {err.strerror}. Check the file exists and is readable.") from None
+            raise DataError(
+                f"Cannot read {self.describe(i)}: {err.strerror}. Check the file exists and is readable."
+            ) from None
 
     def subset(self, indices: np.ndarray, *, tag: str) -> LoadedDataset:
         """Images `indices` of this dataset as a dataset of their own, named `<name>@<tag>`, with a list
@@ -127,7 +133,9 @@ class LoadedDataset:
         spec = dataclasses.replace(self.spec, name=f"{self.spec.name}@{tag}", num_images=len(idx))
         digest = hashlib.sha256(f"{self.list_sha256}\n{','.join(map(str, idx))}".encode()).hexdigest()
         return LoadedDataset(
-            spec=spec, labels=self.labels[idx], list_sha256=digest,
+            spec=spec,
+            labels=self.labels[idx],
+            list_sha256=digest,
             _bytes=None if self._bytes is None else [self._bytes[i] for i in idx],
             _paths=None if self._paths is None else [self._paths[i] for i in idx],
             _names=[self._names[i] for i in idx],
@@ -176,7 +184,7 @@ def _load_hf(ds, spec: DatasetSpec, image_column: str, label_column: str | None)
     if missing:
         raise DataError(f"Dataset {spec.name!r}: {len(missing)} rows carry no image bytes (first: row {missing[0]}).")
     ids = (hashlib.sha256(b).hexdigest() for b in blobs)
-    actual = list_hash(zip(ids, labels.tolist()))
+    actual = list_hash(zip(ids, labels.tolist(), strict=False))
     _verify(spec, actual, len(blobs))
     names = [p or f"row {i}" for i, p in enumerate(paths)]
     return LoadedDataset(spec=spec, labels=labels, list_sha256=actual, _bytes=blobs, _names=names)
@@ -197,8 +205,10 @@ def _load_bundled(spec: DatasetSpec, source: BundledSource) -> LoadedDataset:
     try:  # an in-memory HF Dataset straight from the file: no builder, no copy into the HF cache
         ds = datasets.Dataset(InMemoryTable(pq.read_table(path)))
     except Exception as err:
-        raise DataError(f"Cannot read the bundled file {path} of dataset {spec.name!r}: {err}. It is corrupted; "
-                        f"restore it from the repository.") from None
+        raise DataError(
+            f"Cannot read the bundled file {path} of dataset {spec.name!r}: {err}. It is corrupted; "
+            f"restore it from the repository."
+        ) from None
     return _load_hf(ds, spec, "image", "label")
 
 
@@ -207,13 +217,17 @@ def _load_hub(spec: DatasetSpec, source: HubSource, cache_dir: Path | None) -> L
 
     try:
         ds = datasets.load_dataset(
-            source.repo_id, source.config, split=source.split, revision=source.revision,
+            source.repo_id,
+            source.config,
+            split=source.split,
+            revision=source.revision,
             cache_dir=str(cache_dir) if cache_dir else None,
         )
     except Exception as err:
         raise DataError(
             f"Cannot load dataset {spec.name!r} from the Hugging Face hub ({source.repo_id} at revision "
-            f"{source.revision[:12]}): {type(err).__name__}: {err}. It is downloaded on first use, so a network (and for "
+            f"{source.revision[:12]}): {type(err).__name__}: {err}. It is downloaded on first use, so a "
+            f"network (and for "
             f"gated sets `huggingface-cli login`) is needed once; afterwards it loads from the HF cache."
         ) from None
     return _load_hf(ds, spec, source.image_column, source.label_column)
@@ -223,8 +237,10 @@ def safe_relative(rel: str, *, where: str) -> PurePosixPath:
     """A relative path from a list that stays inside its root; `..` and absolute paths are refused."""
     p = PurePosixPath(rel)
     if not rel or p.is_absolute() or rel.startswith(("/", "\\")) or ".." in p.parts or ":" in p.parts[0]:
-        raise DataError(f"{where}: path {rel!r} is not a plain relative path inside the data root "
-                        f"(absolute paths and '..' are refused).")
+        raise DataError(
+            f"{where}: path {rel!r} is not a plain relative path inside the data root "
+            f"(absolute paths and '..' are refused)."
+        )
     return p
 
 
@@ -241,8 +257,9 @@ def read_image_list(list_file: Path) -> list[tuple[str, int]]:
         try:
             entries.append((rel, int(label) if label else -1))
         except ValueError:
-            raise DataError(f"{list_file} line {n}: label {label!r} is not an integer; lines are "
-                            f"`relative/path<TAB>label`.") from None
+            raise DataError(
+                f"{list_file} line {n}: label {label!r} is not an integer; lines are `relative/path<TAB>label`."
+            ) from None
     return entries
 
 
@@ -274,14 +291,17 @@ def _load_list(spec: DatasetSpec, source: ImageListSource, data_root: Path) -> L
         how = f" {source.instructions}" if source.instructions else ""
         raise DataError(
             f"Dataset {spec.name!r} is not on disk: expected its images under {root}.{how} "
-            f"Set {DATA_ROOT_ENV} (or --data-root) if your data lives elsewhere; `oodbench data check` shows every dataset's state."
+            f"Set {DATA_ROOT_ENV} (or --data-root) if your data lives elsewhere; `oodbench data check` shows "
+            "every dataset's state."
         )
     paths = [root / rel for rel, _ in entries]
     labels = np.asarray([lab for _, lab in entries], dtype=np.int64)
     return LoadedDataset(spec=spec, labels=labels, list_sha256=actual, _paths=paths, _names=[str(p) for p in paths])
 
 
-def load_dataset(spec: DatasetSpec, *, data_root: Path | None = None, hf_cache_dir: Path | None = None) -> LoadedDataset:
+def load_dataset(
+    spec: DatasetSpec, *, data_root: Path | None = None, hf_cache_dir: Path | None = None
+) -> LoadedDataset:
     """Load and verify one dataset spec."""
     source = spec.source
     if isinstance(source, BundledSource):

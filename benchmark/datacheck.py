@@ -23,12 +23,29 @@ from PIL import Image
 
 import benchmark
 from benchmark.data import (
-    STATE_DIR, is_pinned, list_hash, load_dataset, local_classnames_path, local_list_path, local_pin_path,
-    read_image_list, read_local_pin, resolve_list, safe_relative,
+    STATE_DIR,
+    is_pinned,
+    list_hash,
+    load_dataset,
+    local_classnames_path,
+    local_list_path,
+    local_pin_path,
+    read_image_list,
+    read_local_pin,
+    resolve_list,
+    safe_relative,
 )
 from benchmark.datasets import (
-    CLASSNAMES_DIR, DATASETS, LISTS_DIR, UNKNOWN_COUNT, BundledSource, DatasetSpec, HubSource, ImageListSource,
-    load_families, read_classnames,
+    CLASSNAMES_DIR,
+    DATASETS,
+    LISTS_DIR,
+    UNKNOWN_COUNT,
+    BundledSource,
+    DatasetSpec,
+    HubSource,
+    ImageListSource,
+    load_families,
+    read_classnames,
 )
 from benchmark.errors import DataError, OodbenchError, UnknownNameError
 from benchmark.features import write_json_atomic
@@ -81,8 +98,10 @@ def _same_names(found: list[str], shipped: list[str], spec: DatasetSpec) -> None
 
     if [norm(s) for s in found] != [norm(s) for s in shipped]:
         diff = sorted(set(map(norm, found)) ^ set(map(norm, shipped)))[:SHOWN_PATHS]
-        raise DataError(f"The classes in your copy of {spec.name!r} differ from the {len(shipped)} shipped in "
-                        f"{spec.classnames} (differing: {diff}). Check you passed the right folder and release.")
+        raise DataError(
+            f"The classes in your copy of {spec.name!r} differ from the {len(shipped)} shipped in "
+            f"{spec.classnames} (differing: {diff}). Check you passed the right folder and release."
+        )
 
 
 @LAYOUTS.register("images")
@@ -114,17 +133,21 @@ def _wnids(spec: DatasetSpec, class_list: Path | None) -> tuple[list[str], Enume
     if shipped.exists():
         return read_classnames(shipped.name), Enumerated([])
     if class_list is None:
-        raise DataError(f"Dataset {spec.name!r} needs its class list: pass --class-list FILE (one wnid per line, "
-                        f"as in MCM's class_list.txt); it is recorded under the data root.")
+        raise DataError(
+            f"Dataset {spec.name!r} needs its class list: pass --class-list FILE (one wnid per line, "
+            f"as in MCM's class_list.txt); it is recorded under the data root."
+        )
     try:
         wnids = [line.split()[0] for line in class_list.read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError as err:
         raise DataError(f"Cannot read the class list {class_list}: {err.strerror}.") from None
     unknown = [w for w in wnids if w not in all_wnids]
     if unknown or len(set(wnids)) != len(wnids):
-        raise DataError(f"The class list {class_list} must hold distinct ImageNet-1k wnids, one per line "
-                        f"(unknown: {unknown[:SHOWN_PATHS]}).")
-    names = dict(zip(all_wnids, read_classnames("imagenet1k.txt")))
+        raise DataError(
+            f"The class list {class_list} must hold distinct ImageNet-1k wnids, one per line "
+            f"(unknown: {unknown[:SHOWN_PATHS]})."
+        )
+    names = dict(zip(all_wnids, read_classnames("imagenet1k.txt"), strict=False))
     return wnids, Enumerated([], [names[w] for w in wnids], {f"{stem}.wnids": "\n".join(wnids) + "\n"})
 
 
@@ -134,8 +157,10 @@ def layout_imagenet(src: Path, spec: DatasetSpec, arg: str, class_list: Path | N
     wnids, found = _wnids(spec, class_list)
     missing = [w for w in wnids if not (src / w).is_dir()]
     if missing:
-        raise DataError(f"{src} lacks {len(missing)} of the {len(wnids)} class folders of {spec.name!r} "
-                        f"(first: {missing[:SHOWN_PATHS]}); ImageNet must be sorted into one folder per wnid.")
+        raise DataError(
+            f"{src} lacks {len(missing)} of the {len(wnids)} class folders of {spec.name!r} "
+            f"(first: {missing[:SHOWN_PATHS]}); ImageNet must be sorted into one folder per wnid."
+        )
     found.entries = sorted((_rel(p, src), i) for i, w in enumerate(wnids) for p in _image_files(src / w))
     return found
 
@@ -143,8 +168,11 @@ def layout_imagenet(src: Path, spec: DatasetSpec, arg: str, class_list: Path | N
 def _table(path: Path) -> list[list[str]]:
     if not path.exists():
         raise DataError(f"{path} is missing; pass the dataset's top folder as unpacked from its archive.")
-    return [line.split() for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        line.split()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 @LAYOUTS.register("cub")
@@ -169,8 +197,10 @@ def layout_food101(src: Path, spec: DatasetSpec, arg: str, class_list: Path | No
     for (item,) in (row[:1] for row in _table(src / "meta" / f"{arg}.txt")):
         cls = item.split("/", 1)[0]
         if cls not in index:
-            raise DataError(f"{src / 'meta' / (arg + '.txt')} names class {cls!r}, which is not among the 101 "
-                            f"shipped in {spec.classnames}; is this the Food-101 release?")
+            raise DataError(
+                f"{src / 'meta' / (arg + '.txt')} names class {cls!r}, which is not among the 101 "
+                f"shipped in {spec.classnames}; is this the Food-101 release?"
+            )
         entries.append((f"images/{item}.jpg", index[cls]))
     return Enumerated(sorted(entries))
 
@@ -199,8 +229,9 @@ def enumerate_copy(spec: DatasetSpec, src: Path, *, class_list: Path | None = No
     """The ordered (path, label) list of a user's copy of an image-list spec, every path checked to stay inside."""
     source = spec.source
     if not isinstance(source, ImageListSource):
-        raise OodbenchError(f"Dataset {spec.name!r} is not read from local files ({type(source).__name__}); "
-                            f"nothing to prepare.")
+        raise OodbenchError(
+            f"Dataset {spec.name!r} is not read from local files ({type(source).__name__}); nothing to prepare."
+        )
     name, _, arg = (source.layout if not is_pinned(spec) else "listed").partition(":")
     found = LAYOUTS.get(name)(src, spec, arg, class_list)
     for rel, _ in found.entries:
@@ -226,16 +257,21 @@ def _check_image(path: Path) -> tuple[str | None, str]:
 
 
 def verify_images(root: Path, entries: list[tuple[str, int]], *, workers: int = 0) -> str:
-    """Decode every listed image; content sha256 (list_hash over byte hashes and labels), or DataError naming bad files."""
+    """Decode every listed image; content sha256 (list_hash over byte hashes and labels), or DataError naming bad
+    files."""
     paths = [root / rel for rel, _ in entries]
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         results = list(pool.map(_check_image, paths, chunksize=64))
     problems = [problem for _, problem in results if problem]
     if problems:
-        shown = "; ".join(problems[:SHOWN_PATHS]) + (f"; and {len(problems) - SHOWN_PATHS} more" if len(problems) > SHOWN_PATHS else "")
-        raise DataError(f"{len(problems)} of {len(paths)} images are unreadable or corrupted: {shown}. "
-                        f"Replace them with good copies (re-download or re-extract the archive).")
-    return list_hash(zip((digest or "" for digest, _ in results), (label for _, label in entries)))
+        shown = "; ".join(problems[:SHOWN_PATHS]) + (
+            f"; and {len(problems) - SHOWN_PATHS} more" if len(problems) > SHOWN_PATHS else ""
+        )
+        raise DataError(
+            f"{len(problems)} of {len(paths)} images are unreadable or corrupted: {shown}. "
+            f"Replace them with good copies (re-download or re-extract the archive)."
+        )
+    return list_hash(zip((digest or "" for digest, _ in results), (label for _, label in entries), strict=False))
 
 
 # ---------------------------------------------------------------- prepare
@@ -255,8 +291,10 @@ def _place(src: Path, dest: Path, entries: Iterable[tuple[str, int]], *, copy: b
         if dest.resolve() == src:
             return f"{dest} already points at {src}"
         if not copy or dest.is_symlink():  # never write through a link into someone else's copy
-            raise DataError(f"{dest} already exists and is not {src}. Remove it (or the link) to use this copy, "
-                            f"or pass --copy to copy the listed files into it, or use another --data-root.")
+            raise DataError(
+                f"{dest} already exists and is not {src}. Remove it (or the link) to use this copy, "
+                f"or pass --copy to copy the listed files into it, or use another --data-root."
+            )
     if not copy:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.symlink_to(src, target_is_directory=True)
@@ -283,13 +321,23 @@ class Prepared:
     notes: list[str]
 
 
-def prepare_dataset(spec: DatasetSpec, src: Path, *, data_root: Path, copy: bool = False, accept_count: bool = False,
-                    class_list: Path | None = None, workers: int = 0) -> Prepared:
+def prepare_dataset(
+    spec: DatasetSpec,
+    src: Path,
+    *,
+    data_root: Path,
+    copy: bool = False,
+    accept_count: bool = False,
+    class_list: Path | None = None,
+    workers: int = 0,
+) -> Prepared:
     """Verify a user's copy of one image-list dataset and record it in the pinned form under `data_root`."""
     source = spec.source
     if not isinstance(source, ImageListSource):
-        raise OodbenchError(f"Dataset {spec.name!r} is {type(source).__name__.replace('Source', '').lower()}: it needs "
-                            f"no preparing (`oodbench data check` verifies it).")
+        raise OodbenchError(
+            f"Dataset {spec.name!r} is {type(source).__name__.replace('Source', '').lower()}: it needs "
+            f"no preparing (`oodbench data check` verifies it)."
+        )
     src = src.expanduser()
     if not src.is_dir():
         raise DataError(f"--from {src} is not a folder. {source.instructions}")
@@ -300,14 +348,18 @@ def prepare_dataset(spec: DatasetSpec, src: Path, *, data_root: Path, copy: bool
     notes = []
     if spec.num_images != UNKNOWN_COUNT and n != spec.num_images:
         if not accept_count:
-            raise DataError(f"Your copy of {spec.name!r} has {n} images; the spec expects {spec.num_images}. Check it "
-                            f"is the complete, official release; if your release differs on purpose, pass --accept-count "
-                            f"(the pin then records {n} and `data check` keeps saying so).")
+            raise DataError(
+                f"Your copy of {spec.name!r} has {n} images; the spec expects {spec.num_images}. Check it "
+                f"is the complete, official release; if your release differs on purpose, pass --accept-count "
+                f"(the pin then records {n} and `data check` keeps saying so)."
+            )
         notes.append(f"count {n} differs from the spec's {spec.num_images} (accepted)")
     missing = [rel for rel, _ in found.entries if not (src / rel).is_file()]
     if missing:
-        raise DataError(f"{len(missing)} listed images of {spec.name!r} are not under {src} "
-                        f"(first: {missing[:SHOWN_PATHS]}). {source.instructions}")
+        raise DataError(
+            f"{len(missing)} listed images of {spec.name!r} are not under {src} "
+            f"(first: {missing[:SHOWN_PATHS]}). {source.instructions}"
+        )
     content = verify_images(src, found.entries, workers=workers)
     digest = list_hash(found.entries)
     notes.append(_place(src, data_root / source.root, found.entries, copy=copy))
@@ -319,12 +371,21 @@ def prepare_dataset(spec: DatasetSpec, src: Path, *, data_root: Path, copy: bool
         _write_text_atomic(state / "classnames" / file, text)
     if not is_pinned(spec):
         _write_text_atomic(local_list_path(spec, data_root), "".join(f"{rel}\t{lab}\n" for rel, lab in found.entries))
-    write_json_atomic(local_pin_path(spec, data_root), {
-        "dataset": spec.name, "version": spec.version, "num_images": n, "list_sha256": digest,
-        "content_sha256": content, "spec_num_images": spec.num_images, "pinned_by": "spec" if is_pinned(spec) else "local",
-        "prepared_from": str(src.resolve()), "prepared_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "oodbench_version": benchmark.__version__,
-    })
+    write_json_atomic(
+        local_pin_path(spec, data_root),
+        {
+            "dataset": spec.name,
+            "version": spec.version,
+            "num_images": n,
+            "list_sha256": digest,
+            "content_sha256": content,
+            "spec_num_images": spec.num_images,
+            "pinned_by": "spec" if is_pinned(spec) else "local",
+            "prepared_from": str(src.resolve()),
+            "prepared_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "oodbench_version": benchmark.__version__,
+        },
+    )
     return Prepared(spec, n, digest, content, notes)
 
 
@@ -349,8 +410,12 @@ def check_dataset(spec: DatasetSpec, *, data_root: Path, verify: bool = False, w
     """Is the dataset present, complete and equal to its pin? For a missing one: where to get it and where to put it."""
     source = spec.source
     if isinstance(source, HubSource):
-        return DatasetStatus(spec.name, "remote", f"Hugging Face {source.repo_id} @ {source.revision[:12]}; downloaded "
-                                                  f"on first use and verified against its pin when loaded")
+        return DatasetStatus(
+            spec.name,
+            "remote",
+            f"Hugging Face {source.repo_id} @ {source.revision[:12]}; downloaded "
+            f"on first use and verified against its pin when loaded",
+        )
     if isinstance(source, BundledSource):
         try:
             load_dataset(spec)
@@ -367,13 +432,20 @@ def check_dataset(spec: DatasetSpec, *, data_root: Path, verify: bool = False, w
         entries, digest = resolve_list(spec, source, data_root)
     except DataError as err:
         state = "unpinned" if not is_pinned(spec) and not local_pin_path(spec, data_root).exists() else "mismatch"
-        return DatasetStatus(spec.name, state, str(err), f"`oodbench data prepare {spec.name} --from {root.resolve()} "
-                                                         f"--data-root {data_root}`")
+        return DatasetStatus(
+            spec.name,
+            state,
+            str(err),
+            f"`oodbench data prepare {spec.name} --from {root.resolve()} --data-root {data_root}`",
+        )
     missing = [rel for rel, _ in entries if not (root / rel).is_file()]
     if missing:
-        return DatasetStatus(spec.name, "incomplete", f"{len(missing)} of {len(entries)} listed images are not under "
-                                                      f"{root} (first: {missing[:SHOWN_PATHS]})",
-                             f"{source.instructions} {where}".strip())
+        return DatasetStatus(
+            spec.name,
+            "incomplete",
+            f"{len(missing)} of {len(entries)} listed images are not under {root} (first: {missing[:SHOWN_PATHS]})",
+            f"{source.instructions} {where}".strip(),
+        )
     pin = read_local_pin(spec, data_root) if local_pin_path(spec, data_root).exists() else {}
     pinned_by = "the spec" if is_pinned(spec) else "this machine (`data prepare`)"
     detail = f"{len(entries)} images, list sha256 {digest[:12]} pinned by {pinned_by}"
@@ -385,9 +457,13 @@ def check_dataset(spec: DatasetSpec, *, data_root: Path, verify: bool = False, w
         except DataError as err:
             return DatasetStatus(spec.name, "corrupted", str(err), f"replace the named files, then `{prepare}`")
         if pin.get("content_sha256") not in (None, content):
-            return DatasetStatus(spec.name, "mismatch", f"image bytes changed since `data prepare` (content sha256 "
-                                                        f"{content[:12]}, pinned {pin['content_sha256'][:12]})",
-                                 f"restore the prepared copy, or re-run `{prepare}` if the change is intended")
+            return DatasetStatus(
+                spec.name,
+                "mismatch",
+                f"image bytes changed since `data prepare` (content sha256 "
+                f"{content[:12]}, pinned {pin['content_sha256'][:12]})",
+                f"restore the prepared copy, or re-run `{prepare}` if the change is intended",
+            )
         detail += f", every image decodes, content sha256 {content[:12]}"
     return DatasetStatus(spec.name, "ok", detail)
 
@@ -399,9 +475,12 @@ def check_classnames(suite: SuiteSpec, *, data_root: Path) -> DatasetStatus | No
     try:
         local_classnames_path(suite.classnames, data_root=data_root)
     except DataError as err:
-        return DatasetStatus(f"class names {suite.classnames}", "missing", str(err),
-                             f"`oodbench data prepare {suite.id_test} --from /path/to/your/copy --data-root {data_root}` "
-                             f"writes them")
+        return DatasetStatus(
+            f"class names {suite.classnames}",
+            "missing",
+            str(err),
+            f"`oodbench data prepare {suite.id_test} --from /path/to/your/copy --data-root {data_root}` writes them",
+        )
     return None
 
 
@@ -415,5 +494,7 @@ def resolve_targets(name: str) -> tuple[list[DatasetSpec], SuiteSpec | None]:
         return list(suite.datasets().values()), suite
     if name in DATASETS:
         return [DATASETS.get(name)], None
-    raise UnknownNameError(f"{name!r} is neither a suite nor a dataset.{suggest(name, SUITES.names() + DATASETS.names())} "
-                           f"`oodbench list suites` and `oodbench list datasets` show them.")
+    raise UnknownNameError(
+        f"{name!r} is neither a suite nor a dataset.{suggest(name, SUITES.names() + DATASETS.names())} "
+        f"`oodbench list suites` and `oodbench list datasets` show them."
+    )

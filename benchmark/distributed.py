@@ -60,14 +60,20 @@ def process_group() -> Iterator[None]:
     backend = os.environ.get(BACKEND_ENV) or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         if local_rank >= torch.cuda.device_count():
-            raise OodbenchError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
-                                f"pass --nproc-per-node at most the number of GPUs.")
+            raise OodbenchError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
+                f"pass --nproc-per-node at most the number of GPUs."
+            )
         torch.cuda.set_device(local_rank)
     try:
-        torch.distributed.init_process_group(backend, timeout=timedelta(minutes=float(os.environ.get(TIMEOUT_ENV, "120"))))
+        torch.distributed.init_process_group(
+            backend, timeout=timedelta(minutes=float(os.environ.get(TIMEOUT_ENV, "120")))
+        )
     except Exception as err:
-        raise OodbenchError(f"Cannot join the torch.distributed process group ({backend}): {err}. Launch with "
-                            f"`torchrun --nproc-per-node N -m benchmark.cli run ...` (see docs/scale-out.md).") from None
+        raise OodbenchError(
+            f"Cannot join the torch.distributed process group ({backend}): {err}. Launch with "
+            f"`torchrun --nproc-per-node N -m benchmark.cli run ...` (see docs/scale-out.md)."
+        ) from None
     try:
         yield
     finally:

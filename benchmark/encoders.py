@@ -53,11 +53,15 @@ def encode_local(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     """
     visual = backbone.model.visual
     if not hasattr(visual, "transformer") or not hasattr(visual, "ln_post"):
-        raise OodbenchError(f"Local (patch-token) features need a ViT image encoder; {backbone.arch} has "
-                            f"{type(visual).__name__}. Use scores without patch features (drop gl_mcm).")
+        raise OodbenchError(
+            f"Local (patch-token) features need a ViT image encoder; {backbone.arch} has "
+            f"{type(visual).__name__}. Use scores without patch features (drop gl_mcm)."
+        )
     if getattr(visual, "attn_pool", None) is not None:
-        raise OodbenchError(f"{backbone.arch} pools with attention; its patch tokens are not in the joint space, "
-                            f"so local features (gl_mcm, locoop) are not available for it.")
+        raise OodbenchError(
+            f"{backbone.arch} pools with attention; its patch tokens are not in the joint space, "
+            f"so local features (gl_mcm, locoop) are not available for it."
+        )
     x = visual._embeds(images)
     blocks = visual.transformer.resblocks
     batch_first = getattr(visual.transformer, "batch_first", True)
@@ -70,8 +74,8 @@ def encode_local(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     last = blocks[-1]
     attn = last.attn
     width = x.shape[-1]
-    w_v = attn.in_proj_weight[2 * width:]
-    b_v = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+    w_v = attn.in_proj_weight[2 * width :]
+    b_v = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None
     v = F.linear(last.ln_1(x), w_v, b_v)
     v = x + last.ls_1(attn.out_proj(v))
     v = v + last.ls_2(last.mlp(last.ln_2(v)))
@@ -105,7 +109,7 @@ def augment_views(image: torch.Tensor, views: int, *, seed: int) -> torch.Tensor
     out = []
     for _ in range(views):
         top, left, ch, cw = _crop_box(gen, h, w)
-        crop = image[None, :, top: top + ch, left: left + cw]
+        crop = image[None, :, top : top + ch, left : left + cw]
         view = F.interpolate(crop.float(), size=(h, w), mode="bicubic", align_corners=False)[0]
         if bool(torch.rand(1, generator=gen) < 0.5):
             view = view.flip(-1)
@@ -131,8 +135,10 @@ def _views_encoder(views: int) -> FeatureEncoder:
 def view_kind(views: int) -> str:
     """The feature kind of `views` cached augmented views per image, registered on first use."""
     if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= MAX_VIEWS:
-        raise OodbenchError(f"The number of augmented views must be an integer from 1 to {MAX_VIEWS} "
-                            f"(got {views!r}); set the method's `views` config key, 0 to train without views.")
+        raise OodbenchError(
+            f"The number of augmented views must be an integer from 1 to {MAX_VIEWS} "
+            f"(got {views!r}); set the method's `views` config key, 0 to train without views."
+        )
     name = f"views{views}"
     if name not in FEATURE_KINDS:
         FEATURE_KINDS.add(name, _views_encoder(views))

@@ -114,17 +114,30 @@ def _read_block(path: Path, rows: int) -> np.ndarray | None:
     return arr if arr.dtype == np.float16 and arr.ndim >= 1 and arr.shape[0] == rows else None
 
 
-def _encode_blocks(backbone: Backbone, dataset: LoadedDataset, blocks: dict[int, range], block_dir: Path, *,
-                   kind: str, precision: str, batch_size: int, num_workers: int, progress) -> None:
+def _encode_blocks(
+    backbone: Backbone,
+    dataset: LoadedDataset,
+    blocks: dict[int, range],
+    block_dir: Path,
+    *,
+    kind: str,
+    precision: str,
+    batch_size: int,
+    num_workers: int,
+    progress,
+) -> None:
     """Encode `blocks` (index -> image range) with one DataLoader, saving each block atomically when complete."""
     encoder = FEATURE_KINDS.get(kind)
     device = backbone.device
     order = sorted(blocks)
-    batches = [list(blocks[b][s:s + batch_size]) for b in order for s in range(0, len(blocks[b]), batch_size)]
+    batches = [list(blocks[b][s : s + batch_size]) for b in order for s in range(0, len(blocks[b]), batch_size)]
     owner = [b for b in order for _ in range(0, len(blocks[b]), batch_size)]
     loader = torch.utils.data.DataLoader(
-        _Images(dataset, backbone.preprocess), batch_sampler=batches, num_workers=num_workers,
-        pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers > 0 else None,
+        _Images(dataset, backbone.preprocess),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers > 0 else None,
     )
     dtype = PRECISIONS[precision]
     pending: list[np.ndarray] = []
@@ -152,9 +165,14 @@ def _load_final(folder: Path, key: FeatureKey, n: int) -> np.ndarray | None:
         meta = json.loads(meta_path.read_text())
         arr = np.load(final, mmap_mode="r")
         stat = final.stat()
-        intact = (meta["digest"] == key.digest() and list(arr.shape) == meta["shape"] and arr.shape[0] == n
-                  and arr.dtype == np.float16 and stat.st_size == meta["bytes"]
-                  and (stat.st_mtime_ns == meta.get("mtime_ns") or sha256_file(final) == meta["sha256"]))
+        intact = (
+            meta["digest"] == key.digest()
+            and list(arr.shape) == meta["shape"]
+            and arr.shape[0] == n
+            and arr.dtype == np.float16
+            and stat.st_size == meta["bytes"]
+            and (stat.st_mtime_ns == meta.get("mtime_ns") or sha256_file(final) == meta["sha256"])
+        )
     except Exception:  # missing/garbled meta.json, truncated .npy, ...
         return None
     return arr if intact else None
@@ -165,15 +183,17 @@ def _assemble(folder: Path, block_dir: Path, blocks: list[range], key: FeatureKe
     parts = [_read_block(_block_path(block_dir, i), len(b)) for i, b in enumerate(blocks)]
     bad = [i for i, part in enumerate(parts) if part is None]
     if bad:
-        raise OodbenchError(f"Feature blocks {bad[:10]} in {block_dir} are missing or damaged after extraction; "
-                            f"run again (they are re-encoded).")
+        raise OodbenchError(
+            f"Feature blocks {bad[:10]} in {block_dir} are missing or damaged after extraction; "
+            f"run again (they are re-encoded)."
+        )
     final = folder / "features.npy"
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shape = (sum(len(b) for b in blocks), *parts[0].shape[1:]) if parts else (0,)
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
     start = 0
     for part in parts:
-        out[start:start + len(part)] = part
+        out[start : start + len(part)] = part
         start += len(part)
     out.flush()
     del out
@@ -181,15 +201,32 @@ def _assemble(folder: Path, block_dir: Path, blocks: list[range], key: FeatureKe
         os.fsync(f.fileno())
     tmp.replace(final)
     stat = final.stat()
-    write_json_atomic(folder / "meta.json", {**key.__dict__, "digest": key.digest(), "shape": list(shape),
-                                             "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                             "sha256": sha256_file(final)})
+    write_json_atomic(
+        folder / "meta.json",
+        {
+            **key.__dict__,
+            "digest": key.digest(),
+            "shape": list(shape),
+            "bytes": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "sha256": sha256_file(final),
+        },
+    )
     shutil.rmtree(block_dir, ignore_errors=True)
 
 
-def extract_features(backbone: Backbone, dataset: LoadedDataset, *, cache_dir: Path, kind: str = "global",
-                     precision: str = "fp32", batch_size: int = 256, num_workers: int = 0,
-                     progress: Progress | None = None, block_size: int = BLOCK_SIZE) -> Features:
+def extract_features(
+    backbone: Backbone,
+    dataset: LoadedDataset,
+    *,
+    cache_dir: Path,
+    kind: str = "global",
+    precision: str = "fp32",
+    batch_size: int = 256,
+    num_workers: int = 0,
+    progress: Progress | None = None,
+    block_size: int = BLOCK_SIZE,
+) -> Features:
     """Features of every image of `dataset`, from the cache or encoded now (and cached).
 
     Resumable: finished blocks of an interrupted run are kept and only missing ones are encoded. Under
@@ -201,8 +238,16 @@ def extract_features(backbone: Backbone, dataset: LoadedDataset, *, cache_dir: P
         raise OodbenchError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
     if block_size < 1:
         raise OodbenchError(f"block_size must be at least 1 (got {block_size}).")
-    key = FeatureKey(backbone.arch, backbone.weights_sha256, backbone.preprocess_id, precision,
-                     dataset.spec.name, dataset.spec.version, dataset.list_sha256, kind)
+    key = FeatureKey(
+        backbone.arch,
+        backbone.weights_sha256,
+        backbone.preprocess_id,
+        precision,
+        dataset.spec.name,
+        dataset.spec.version,
+        dataset.list_sha256,
+        kind,
+    )
     folder = key.folder(cache_dir)
     final = folder / "features.npy"
     n = len(dataset)
@@ -211,32 +256,51 @@ def extract_features(backbone: Backbone, dataset: LoadedDataset, *, cache_dir: P
     if all_agree(cached is not None):
         return Features(cached, True, final)
     if rank == 0 and final.exists():
-        warnings.warn(f"The feature cache {final} is incomplete or damaged (size, shape or checksum differs from "
-                      f"its meta.json); encoding {dataset.spec.name!r} again.", stacklevel=2)
+        warnings.warn(
+            f"The feature cache {final} is incomplete or damaged (size, shape or checksum differs from "
+            f"its meta.json); encoding {dataset.spec.name!r} again.",
+            stacklevel=2,
+        )
         final.unlink()
         (folder / "meta.json").unlink(missing_ok=True)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OodbenchError(f"Cannot create the feature cache folder {folder}: {err.strerror}. "
-                            f"Pass --cache-dir (or set {CACHE_ENV}) to a writable folder.") from None
+        raise OodbenchError(
+            f"Cannot create the feature cache folder {folder}: {err.strerror}. "
+            f"Pass --cache-dir (or set {CACHE_ENV}) to a writable folder."
+        ) from None
     barrier()
     progress = progress or Progress(enabled=False)
     blocks = [range(s, min(s + block_size, n)) for s in range(0, n, block_size)]
     block_dir = folder / "blocks"
     mine = {i: blocks[i] for i in range(len(blocks)) if i % world == rank}
     todo = {i: b for i, b in mine.items() if _read_block(_block_path(block_dir, i), len(b)) is None}
-    with progress.task(f"encode {dataset.spec.name} ({kind})", total=sum(map(len, mine.values())),
-                       completed=sum(len(b) for i, b in mine.items() if i not in todo)) as task:
+    with progress.task(
+        f"encode {dataset.spec.name} ({kind})",
+        total=sum(map(len, mine.values())),
+        completed=sum(len(b) for i, b in mine.items() if i not in todo),
+    ) as task:
         while todo:
             try:
-                _encode_blocks(backbone, dataset, todo, block_dir, kind=kind, precision=precision,
-                               batch_size=batch_size, num_workers=num_workers, progress=task)
+                _encode_blocks(
+                    backbone,
+                    dataset,
+                    todo,
+                    block_dir,
+                    kind=kind,
+                    precision=precision,
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    progress=task,
+                )
                 todo = {}
             except torch.OutOfMemoryError:
                 if batch_size == 1:
-                    raise OodbenchError(f"Encoding {dataset.spec.name!r} runs out of device memory even one image at "
-                                        f"a time; use a device with more memory or --precision bf16.") from None
+                    raise OodbenchError(
+                        f"Encoding {dataset.spec.name!r} runs out of device memory even one image at "
+                        f"a time; use a device with more memory or --precision bf16."
+                    ) from None
                 batch_size //= 2  # finished blocks are kept; retry the rest with a batch that fits
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
@@ -248,15 +312,19 @@ def extract_features(backbone: Backbone, dataset: LoadedDataset, *, cache_dir: P
     barrier()
     arr = _load_final(folder, key, n)
     if arr is None:
-        raise OodbenchError(f"The feature cache {final} could not be read back after writing; check the disk "
-                            f"(space, a shared filesystem visible to every rank) and run again.")
+        raise OodbenchError(
+            f"The feature cache {final} could not be read back after writing; check the disk "
+            f"(space, a shared filesystem visible to every rank) and run again."
+        )
     return Features(arr, False, final)
 
 
 def text_features(backbone: Backbone, classnames: list[str], templates: list[str], *, cache_dir: Path) -> torch.Tensor:
     """Zero-shot classifier weights [C, D]: per class the normalised mean of its normalised prompt embeddings."""
-    blob = json.dumps({"arch": backbone.arch, "weights": backbone.weights_sha256,
-                       "classnames": classnames, "templates": templates}, sort_keys=True).encode()
+    blob = json.dumps(
+        {"arch": backbone.arch, "weights": backbone.weights_sha256, "classnames": classnames, "templates": templates},
+        sort_keys=True,
+    ).encode()
     path = cache_dir / "text" / f"{hashlib.sha256(blob).hexdigest()[:24]}.npy"
     if path.exists():
         return torch.from_numpy(np.load(path)).to(backbone.device)

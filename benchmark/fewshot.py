@@ -29,8 +29,9 @@ class FewShotSplit:
     sha256: str
 
 
-def fewshot_split(labels: np.ndarray, *, shots: int, seed: int, pool_sha256: str,
-                  val_per_class: int = VAL_PER_CLASS) -> FewShotSplit:
+def fewshot_split(
+    labels: np.ndarray, *, shots: int, seed: int, pool_sha256: str, val_per_class: int = VAL_PER_CLASS
+) -> FewShotSplit:
     labels = np.asarray(labels)
     if shots < 1:
         raise OodbenchError(f"shots must be at least 1 for a method that trains (got {shots}); use 1, 2, 4, 8 or 16.")
@@ -42,7 +43,7 @@ def fewshot_split(labels: np.ndarray, *, shots: int, seed: int, pool_sha256: str
             raise OodbenchError(f"The pool has only {idx.size} images of class {int(c)}, fewer than shots={shots}.")
         perm = rng.permutation(idx)
         train.append(perm[:shots])
-        val.append(perm[shots: shots + val_per_class])
+        val.append(perm[shots : shots + val_per_class])
     train_idx = np.concatenate(train)
     val_idx = np.concatenate(val)
     h = hashlib.sha256(f"{pool_sha256}\n{shots}\n{seed}\n".encode())

@@ -38,7 +38,14 @@ from benchmark.results import run_stem, write_results
 from benchmark.suites import SUITES, SuiteSpec
 from methods import load_methods
 from methods.base import (
-    METHODS, FeatureBatch, FitData, Method, MethodContext, canonical_config, config_hash, make_config,
+    METHODS,
+    FeatureBatch,
+    FitData,
+    Method,
+    MethodContext,
+    canonical_config,
+    config_hash,
+    make_config,
 )
 from methods.scores import SCORES, Score
 
@@ -78,8 +85,10 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OodbenchError("--device cuda was asked for but torch sees no CUDA device; use --device cpu "
-                            "(or auto), or install a CUDA build of torch.")
+        raise OodbenchError(
+            "--device cuda was asked for but torch sees no CUDA device; use --device cpu "
+            "(or auto), or install a CUDA build of torch."
+        )
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise OodbenchError(f"Unknown device {device!r}; use cpu, cuda, cuda:N or auto.")
     return torch.device(device)
@@ -110,10 +119,15 @@ def git_commit() -> str:
     per process, since the code a process runs is the code it started with."""
     root = Path(benchmark.__file__).resolve().parents[1]
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{sha}-dirty" if dirty else sha
@@ -139,18 +153,28 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise OodbenchError(f"Cannot write results into {folder}: {err.strerror}. Pass --out or --results-dir "
-                            f"pointing at a writable folder.") from None
+        raise OodbenchError(
+            f"Cannot write results into {folder}: {err.strerror}. Pass --out or --results-dir "
+            f"pointing at a writable folder."
+        ) from None
 
 
-def _batch(features: np.ndarray, local: np.ndarray | None, idx: slice | np.ndarray, device: torch.device,
-           views: np.ndarray | None = None) -> FeatureBatch:
+def _batch(
+    features: np.ndarray,
+    local: np.ndarray | None,
+    idx: slice | np.ndarray,
+    device: torch.device,
+    views: np.ndarray | None = None,
+) -> FeatureBatch:
     """Rows `idx` of the cached arrays as tensors; `views` [N, V, D] are already the batch's own rows."""
+
     def take(a: np.ndarray | None) -> torch.Tensor | None:
         return None if a is None else torch.from_numpy(np.asarray(a[idx], dtype=np.float32)).to(device)
 
     v = None if views is None else torch.from_numpy(np.asarray(views, dtype=np.float32)).to(device)
-    return FeatureBatch(global_=take(features), local=take(local), views=None if v is None else v.transpose(0, 1).contiguous())
+    return FeatureBatch(
+        global_=take(features), local=take(local), views=None if v is None else v.transpose(0, 1).contiguous()
+    )
 
 
 def views_needed(method_cls: type[Method], config: object) -> int:
@@ -158,14 +182,17 @@ def views_needed(method_cls: type[Method], config: object) -> int:
     if "views" not in method_cls.needs:
         return 0
     if not hasattr(config, "views"):
-        raise OodbenchError(f"{method_cls.__name__} declares needs={{'views'}} but its Config has no `views` field; "
-                            f"add `views: int` (the number of cached augmented views per image).")
+        raise OodbenchError(
+            f"{method_cls.__name__} declares needs={{'views'}} but its Config has no `views` field; "
+            f"add `views: int` (the number of cached augmented views per image)."
+        )
     return int(config.views)
 
 
 @torch.inference_mode()
-def _predict_and_score(method: Method, features: np.ndarray, local: np.ndarray | None, device: torch.device,
-                       scores: list[Score]) -> DatasetOutputs:
+def _predict_and_score(
+    method: Method, features: np.ndarray, local: np.ndarray | None, device: torch.device, scores: list[Score]
+) -> DatasetOutputs:
     """Logits and every score of one test set, batch by batch: local logits [N, P, C] are never held whole."""
     logits, values = [], {s.name: [] for s in scores}
     for start in range(0, len(features), PREDICT_BATCH):
@@ -216,15 +243,22 @@ class Harness:
         if method_cls.trains and spec.shots < 1:
             raise OodbenchError(f"Method {spec.method!r} trains on a few-shot split: pass --shots (1, 2, 4, 8 or 16).")
         if not method_cls.trains and spec.shots not in (0,):
-            raise OodbenchError(f"Method {spec.method!r} is zero-shot and uses no training images; drop --shots "
-                                f"(or pass --shots 0).")
+            raise OodbenchError(
+                f"Method {spec.method!r} is zero-shot and uses no training images; drop --shots (or pass --shots 0)."
+            )
         cfg_json = canonical_config(config)
         cfg_hash = config_hash(spec.method, cfg_json)
         run_id = uuid.uuid4().hex
         if out is None:
             results_dir = Path(results_dir or "results")
-            stem = run_stem(suite=suite.name, backbone=spec.backbone, method=spec.method, config_hash=cfg_hash,
-                            shots=shots, seed=spec.seed)
+            stem = run_stem(
+                suite=suite.name,
+                backbone=spec.backbone,
+                method=spec.method,
+                config_hash=cfg_hash,
+                shots=shots,
+                seed=spec.seed,
+            )
             out = results_dir / f"{stem}__{run_id[:8]}.parquet"
         if out.exists():
             raise OodbenchError(f"{out} already exists; results are never overwritten. Choose another --out.")
@@ -244,40 +278,72 @@ class Harness:
         seconds["load"] = time.perf_counter() - t0
 
         output_key = OutputKey(
-            arch=identity.arch, weights_sha256=identity.weights_sha256, preprocess=identity.preprocess_id,
-            precision=spec.precision, suite=suite.name, suite_version=suite.version,
-            dataset_hashes=json.dumps(dataset_hashes, sort_keys=True), method=spec.method, config_hash=cfg_hash,
-            shots=shots, seed=spec.seed, fewshot_hash=split.sha256 if split else "",
+            arch=identity.arch,
+            weights_sha256=identity.weights_sha256,
+            preprocess=identity.preprocess_id,
+            precision=spec.precision,
+            suite=suite.name,
+            suite_version=suite.version,
+            dataset_hashes=json.dumps(dataset_hashes, sort_keys=True),
+            method=spec.method,
+            config_hash=cfg_hash,
+            shots=shots,
+            seed=spec.seed,
+            fewshot_hash=split.sha256 if split else "",
             code=code_fingerprint(*_outside_files(method_cls)),
         )
         output_cache = OutputCache(cache_dir)
         outputs = output_cache.load(output_key, datasets=test_sets, scores=score_names) if spec.reuse_outputs else None
         cache_hits: dict[str, bool] = {"outputs": outputs is not None}
         if outputs is None:
-            outputs = self._compute(spec, suite, method_cls, config, scores, split, device, cache_dir, cache_hits,
-                                    seconds)
+            outputs = self._compute(
+                spec, suite, method_cls, config, scores, split, device, cache_dir, cache_hits, seconds
+            )
             if is_main_process():
                 output_cache.save(output_key, outputs)
 
         t = time.perf_counter()
         acc = id_accuracy(outputs[suite.id_test].logits, self.dataset(suite.id_test, suite, spec.data_root).labels)
         meta = {
-            "suite": suite.name, "suite_version": suite.version, "backbone": spec.backbone, "method": spec.method,
-            "method_config": cfg_json, "config_hash": cfg_hash, "shots": shots, "seed": spec.seed,
-            "id_dataset": suite.id_test, "run_id": run_id, "created_at": pd.Timestamp(datetime.now(timezone.utc)),
-            "oodbench_version": benchmark.__version__, "git_commit": git_commit(),
+            "suite": suite.name,
+            "suite_version": suite.version,
+            "backbone": spec.backbone,
+            "method": spec.method,
+            "method_config": cfg_json,
+            "config_hash": cfg_hash,
+            "shots": shots,
+            "seed": spec.seed,
+            "id_dataset": suite.id_test,
+            "run_id": run_id,
+            "created_at": pd.Timestamp(datetime.now(timezone.utc)),
+            "oodbench_version": benchmark.__version__,
+            "git_commit": git_commit(),
             "package_versions": json.dumps(package_versions(), sort_keys=True),
-            "device": device_description(device), "weights_sha256": identity.weights_sha256,
-            "fewshot_hash": output_key.fewshot_hash, "dataset_hashes": output_key.dataset_hashes,
+            "device": device_description(device),
+            "weights_sha256": identity.weights_sha256,
+            "fewshot_hash": output_key.fewshot_hash,
+            "dataset_hashes": output_key.dataset_hashes,
             "precision": spec.precision,
         }
         rows = []
         for s in scores:
             for group, name in suite.ood_sets():
                 m = ood_metrics(outputs[suite.id_test].scores[s.name], outputs[name].scores[s.name])
-                rows.append({**meta, "score": s.name, "ood_dataset": name, "ood_group": group,
-                             "fpr95": m.fpr95, "auroc": m.auroc, "aupr_in": m.aupr_in, "aupr_out": m.aupr_out,
-                             "id_acc": acc, "n_id": m.n_id, "n_ood": m.n_ood})
+                rows.append(
+                    {
+                        **meta,
+                        "score": s.name,
+                        "ood_dataset": name,
+                        "ood_group": group,
+                        "fpr95": m.fpr95,
+                        "auroc": m.auroc,
+                        "aupr_in": m.aupr_in,
+                        "aupr_out": m.aupr_out,
+                        "id_acc": acc,
+                        "n_id": m.n_id,
+                        "n_ood": m.n_ood,
+                    }
+                )
         frame = pd.DataFrame(rows)
         seconds["score"] = time.perf_counter() - t
         if is_main_process():
@@ -287,17 +353,35 @@ class Harness:
         seconds["total"] = time.perf_counter() - t0
         return RunResult(rows=frame, path=path, cache_hits=cache_hits, seconds=seconds)
 
-    def _compute(self, spec: RunSpec, suite: SuiteSpec, method_cls: type[Method], config: object,
-                 scores: list[Score], split: FewShotSplit | None, device: torch.device, cache_dir: Path,
-                 cache_hits: dict[str, bool], seconds: dict[str, float]) -> dict[str, DatasetOutputs]:
+    def _compute(
+        self,
+        spec: RunSpec,
+        suite: SuiteSpec,
+        method_cls: type[Method],
+        config: object,
+        scores: list[Score],
+        split: FewShotSplit | None,
+        device: torch.device,
+        cache_dir: Path,
+        cache_hits: dict[str, bool],
+        seconds: dict[str, float],
+    ) -> dict[str, DatasetOutputs]:
         """Features (cached), fit on the few-shot split, then logits and every score on every test set."""
         backbone = self.backbone(spec.backbone, device, cache_dir)
         need_local = any(s.needs_local for s in scores) or "local" in method_cls.needs
 
         def feats(name: str | LoadedDataset, kind: str = "global") -> np.ndarray:
             ds = self.dataset(name, suite, spec.data_root) if isinstance(name, str) else name
-            f = extract_features(backbone, ds, cache_dir=cache_dir, kind=kind, precision=spec.precision,
-                                 batch_size=spec.batch_size, num_workers=spec.num_workers, progress=self.progress)
+            f = extract_features(
+                backbone,
+                ds,
+                cache_dir=cache_dir,
+                kind=kind,
+                precision=spec.precision,
+                batch_size=spec.batch_size,
+                num_workers=spec.num_workers,
+                progress=self.progress,
+            )
             cache_hits[f"{ds.spec.name}:{kind}"] = f.cache_hit
             return f.array
 
@@ -309,9 +393,13 @@ class Harness:
         generator = seed_everything(spec.seed)
         classnames, templates = suite.class_names(data_root=spec.data_root), suite.prompt_templates()
         context = MethodContext(
-            backbone=backbone, classnames=classnames, templates=templates,
+            backbone=backbone,
+            classnames=classnames,
+            templates=templates,
             text_features=text_features(backbone, classnames, templates, cache_dir=cache_dir),
-            device=device, generator=generator, seed=spec.seed,
+            device=device,
+            generator=generator,
+            seed=spec.seed,
         )
         method = method_cls(config=config, context=context)
         t = time.perf_counter()
@@ -324,8 +412,11 @@ class Harness:
             pool_v = feats(pool.subset(split.train, tag=split.sha256[:16]), view_kind(n_views)) if n_views else None
             labels = torch.from_numpy(pool.labels).to(device)
             data = FitData(
-                train=_batch(pool_g, pool_l, split.train, device, pool_v), labels=labels[split.train],
-                val=_batch(pool_g, pool_l, split.val, device), val_labels=labels[split.val], shots=split.shots,
+                train=_batch(pool_g, pool_l, split.train, device, pool_v),
+                labels=labels[split.train],
+                val=_batch(pool_g, pool_l, split.val, device),
+                val_labels=labels[split.val],
+                shots=split.shots,
             )
             with torch.enable_grad():
                 method.fit(data)
@@ -348,7 +439,8 @@ def _outside_files(method_cls: type[Method]) -> list[Path]:
     return [] if inside in path.parents else [path]
 
 
-def run(spec: RunSpec, *, out: Path | None = None, results_dir: Path | None = None,
-        progress: Progress | None = None) -> RunResult:
+def run(
+    spec: RunSpec, *, out: Path | None = None, results_dir: Path | None = None, progress: Progress | None = None
+) -> RunResult:
     """Run one (suite, backbone, method + config, shots, seed) and write its Parquet file."""
     return Harness(progress=progress).run(spec, out=out, results_dir=results_dir)

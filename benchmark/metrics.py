@@ -109,7 +109,5 @@ def id_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     logits = np.asarray(logits)
     labels = np.asarray(labels)
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0] or labels.size == 0:
-        raise OodbenchError(
-            f"id_accuracy needs logits [N, C] and N labels (got {logits.shape} and {labels.shape})."
-        )
+        raise OodbenchError(f"id_accuracy needs logits [N, C] and N labels (got {logits.shape} and {labels.shape}).")
     return float(np.mean(np.argmax(logits, axis=1) == labels))

@@ -35,8 +35,13 @@ class Progress:
             yield _Task(None, None)
             return
         bar = _RichProgress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
         )
         with bar:
             yield _Task(bar, bar.add_task(description, total=total, completed=completed))

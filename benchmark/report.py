@@ -52,7 +52,10 @@ def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> Table
     """Per score: the change of a fine-tuned run against the zero-shot run (percentage points)."""
     b = group_means(base, ["score"]).set_index("score")
     t = group_means(tuned, ["score"]).set_index("score")
-    table = Table(title=title, caption="change in percentage points (FPR95: negative is better; AUROC, ID acc: positive is better)")
+    table = Table(
+        title=title,
+        caption="change in percentage points (FPR95: negative is better; AUROC, ID acc: positive is better)",
+    )
     for col in ("score", "ID acc", "near FPR95", "near AUROC", "far FPR95", "far AUROC"):
         table.add_column(col, justify="left" if col == "score" else "right")
 
@@ -63,8 +66,14 @@ def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> Table
 
     for score in t.index.intersection(b.index):
         d = t.loc[score] - b.loc[score]
-        table.add_row(score, fmt(d["id_acc"], False), fmt(d["near_fpr95"], True), fmt(d["near_auroc"], False),
-                      fmt(d["far_fpr95"], True), fmt(d["far_auroc"], False))
+        table.add_row(
+            score,
+            fmt(d["id_acc"], False),
+            fmt(d["near_fpr95"], True),
+            fmt(d["near_auroc"], False),
+            fmt(d["far_fpr95"], True),
+            fmt(d["far_auroc"], False),
+        )
     return table
 
 
@@ -89,8 +98,16 @@ def describe_run(rows: pd.DataFrame) -> list[str]:
     """Key and provenance lines of one run for `oodbench show`."""
     r = rows.iloc[0]
     lines = [f"{c}: {r[c]}" for c in KEY_COLUMNS if c not in ("score", "ood_dataset", "ood_group")]
-    for c in ("run_id", "created_at", "oodbench_version", "git_commit", "device", "precision", "weights_sha256",
-              "fewshot_hash"):
+    for c in (
+        "run_id",
+        "created_at",
+        "oodbench_version",
+        "git_commit",
+        "device",
+        "precision",
+        "weights_sha256",
+        "fewshot_hash",
+    ):
         if c in rows.columns:
             lines.append(f"{c}: {r[c]}")
     return lines

@@ -21,29 +21,83 @@ from benchmark.errors import OodbenchError
 from benchmark.registry import suggest
 from benchmark.suites import OOD_GROUPS, SUITES, SuiteSpec
 
-KEY_COLUMNS = ("suite", "suite_version", "backbone", "method", "method_config", "config_hash", "score",
-               "shots", "seed", "id_dataset", "ood_dataset", "ood_group")
+KEY_COLUMNS = (
+    "suite",
+    "suite_version",
+    "backbone",
+    "method",
+    "method_config",
+    "config_hash",
+    "score",
+    "shots",
+    "seed",
+    "id_dataset",
+    "ood_dataset",
+    "ood_group",
+)
 METRIC_COLUMNS = ("fpr95", "auroc", "aupr_in", "aupr_out", "id_acc")
 COUNT_COLUMNS = ("n_id", "n_ood")
-PROVENANCE_COLUMNS = ("run_id", "created_at", "oodbench_version", "git_commit", "package_versions", "device",
-                      "weights_sha256", "fewshot_hash", "dataset_hashes")
+PROVENANCE_COLUMNS = (
+    "run_id",
+    "created_at",
+    "oodbench_version",
+    "git_commit",
+    "package_versions",
+    "device",
+    "weights_sha256",
+    "fewshot_hash",
+    "dataset_hashes",
+)
 EXTRA_COLUMNS = ("precision",)
 OPTIONAL_PROVENANCE = ("fewshot_hash", "git_commit")  # empty for zero-shot runs / outside a git checkout
 # Columns that are the same on every row of one run (score, OOD set and metrics vary).
-RUN_CONSTANT = ("suite", "suite_version", "backbone", "method", "method_config", "config_hash", "shots", "seed",
-                "id_dataset", "id_acc", "n_id") + PROVENANCE_COLUMNS
+RUN_CONSTANT = (
+    "suite",
+    "suite_version",
+    "backbone",
+    "method",
+    "method_config",
+    "config_hash",
+    "shots",
+    "seed",
+    "id_dataset",
+    "id_acc",
+    "n_id",
+) + PROVENANCE_COLUMNS
 
-SCHEMA = pa.schema([
-    ("suite", pa.string()), ("suite_version", pa.int64()), ("backbone", pa.string()), ("method", pa.string()),
-    ("method_config", pa.string()), ("config_hash", pa.string()), ("score", pa.string()), ("shots", pa.int64()),
-    ("seed", pa.int64()), ("id_dataset", pa.string()), ("ood_dataset", pa.string()), ("ood_group", pa.string()),
-    ("fpr95", pa.float64()), ("auroc", pa.float64()), ("aupr_in", pa.float64()), ("aupr_out", pa.float64()),
-    ("id_acc", pa.float64()), ("n_id", pa.int64()), ("n_ood", pa.int64()),
-    ("run_id", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")), ("oodbench_version", pa.string()),
-    ("git_commit", pa.string()), ("package_versions", pa.string()), ("device", pa.string()),
-    ("weights_sha256", pa.string()), ("fewshot_hash", pa.string()), ("dataset_hashes", pa.string()),
-    ("precision", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("suite", pa.string()),
+        ("suite_version", pa.int64()),
+        ("backbone", pa.string()),
+        ("method", pa.string()),
+        ("method_config", pa.string()),
+        ("config_hash", pa.string()),
+        ("score", pa.string()),
+        ("shots", pa.int64()),
+        ("seed", pa.int64()),
+        ("id_dataset", pa.string()),
+        ("ood_dataset", pa.string()),
+        ("ood_group", pa.string()),
+        ("fpr95", pa.float64()),
+        ("auroc", pa.float64()),
+        ("aupr_in", pa.float64()),
+        ("aupr_out", pa.float64()),
+        ("id_acc", pa.float64()),
+        ("n_id", pa.int64()),
+        ("n_ood", pa.int64()),
+        ("run_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("oodbench_version", pa.string()),
+        ("git_commit", pa.string()),
+        ("package_versions", pa.string()),
+        ("device", pa.string()),
+        ("weights_sha256", pa.string()),
+        ("fewshot_hash", pa.string()),
+        ("dataset_hashes", pa.string()),
+        ("precision", pa.string()),
+    ]
+)
 REQUIRED = KEY_COLUMNS + METRIC_COLUMNS + COUNT_COLUMNS + PROVENANCE_COLUMNS
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")  # run ids name files (verification records)
 RUN_KEY = ("suite", "suite_version", "backbone", "method", "config_hash", "shots", "seed")
@@ -74,8 +128,9 @@ def write_results(rows: pd.DataFrame, path: Path) -> Path:
     """Write one run's rows to `path` atomically; an existing file is never replaced."""
     path = Path(path)
     if path.exists():
-        raise OodbenchError(f"{path} already exists; results are never overwritten. Choose another --out "
-                            f"or move the old file away.")
+        raise OodbenchError(
+            f"{path} already exists; results are never overwritten. Choose another --out or move the old file away."
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -85,8 +140,10 @@ def write_results(rows: pd.DataFrame, path: Path) -> Path:
             raise OodbenchError(f"{path} appeared while writing; results are never overwritten.")
         tmp.replace(path)
     except OSError as err:
-        raise OodbenchError(f"Cannot write results to {path}: {err.strerror}. Pass --out (or --results-dir) "
-                            f"pointing at a writable folder.") from None
+        raise OodbenchError(
+            f"Cannot write results to {path}: {err.strerror}. Pass --out (or --results-dir) "
+            f"pointing at a writable folder."
+        ) from None
     return path
 
 
@@ -149,8 +206,10 @@ def _value_problems(df: pd.DataFrame) -> list[str]:
             bad = df[c].dropna()
             bad = bad[(bad < 0) | (bad > 1)]
             if len(bad):
-                problems.append(f"column {c} has {len(bad)} values outside [0, 1] (first: {float(bad.iloc[0])}); "
-                                f"metrics are stored as fractions, not percentages")
+                problems.append(
+                    f"column {c} has {len(bad)} values outside [0, 1] (first: {float(bad.iloc[0])}); "
+                    f"metrics are stored as fractions, not percentages"
+                )
     for c in COUNT_COLUMNS:
         if c in df.columns and pd.api.types.is_integer_dtype(df[c]) and (df[c] < 1).any():
             problems.append(f"column {c} has values below 1; every metric needs ID and OOD samples")
@@ -182,8 +241,9 @@ def _run_problems(df: pd.DataFrame) -> list[str]:
     for run_id, g in df.groupby("run_id", sort=False):
         varying = [c for c in constant if g[c].nunique(dropna=False) > 1]
         if varying:
-            problems.append(f"run {run_id} has more than one value in {', '.join(varying)}; "
-                            f"one run_id must describe one run")
+            problems.append(
+                f"run {run_id} has more than one value in {', '.join(varying)}; one run_id must describe one run"
+            )
         if {"score", "ood_dataset"} <= set(g.columns):
             per_score = g.groupby("score")["ood_dataset"].apply(lambda s: tuple(sorted(s)))
             if per_score.nunique() > 1:
@@ -195,26 +255,33 @@ def _suite_problems(df: pd.DataFrame, suites: Mapping[str, SuiteSpec]) -> list[s
     problems = []
     for (name, version), g in df.groupby(["suite", "suite_version"], sort=False):
         if name not in suites:
-            problems.append(f"unknown suite {name!r}{suggest(str(name), list(suites))} "
-                            f"(`oodbench list suites` shows the registered ones)")
+            problems.append(
+                f"unknown suite {name!r}{suggest(str(name), list(suites))} "
+                f"(`oodbench list suites` shows the registered ones)"
+            )
             continue
         spec = suites[name]
         if int(version) != spec.version:
-            problems.append(f"suite {name!r} is at version {spec.version}, the file has version {version}; "
-                            f"re-run the entry with the current suite")
+            problems.append(
+                f"suite {name!r} is at version {spec.version}, the file has version {version}; "
+                f"re-run the entry with the current suite"
+            )
             continue
         if "ood_dataset" in g.columns and "ood_group" in g.columns:
             expected = set(spec.ood_sets())
-            found = set(zip(g["ood_group"], g["ood_dataset"]))
+            found = set(zip(g["ood_group"], g["ood_dataset"], strict=False))
             if found != expected:
                 missing = sorted(f"{d} ({grp})" for grp, d in expected - found)
                 extra = sorted(f"{d} ({grp})" for grp, d in found - expected)
-                problems.append(f"suite {name!r} v{version} OOD sets do not match"
-                                + (f"; missing {', '.join(missing)}" if missing else "")
-                                + (f"; not in the suite {', '.join(extra)}" if extra else ""))
+                problems.append(
+                    f"suite {name!r} v{version} OOD sets do not match"
+                    + (f"; missing {', '.join(missing)}" if missing else "")
+                    + (f"; not in the suite {', '.join(extra)}" if extra else "")
+                )
         if "id_dataset" in g.columns and set(g["id_dataset"]) != {spec.id_test}:
-            problems.append(f"suite {name!r} has ID dataset {spec.id_test!r}, the file has "
-                            f"{sorted(map(str, set(g['id_dataset'])))}")
+            problems.append(
+                f"suite {name!r} has ID dataset {spec.id_test!r}, the file has {sorted(map(str, set(g['id_dataset'])))}"
+            )
     return problems
 
 
@@ -232,8 +299,10 @@ def validate_frame(df: pd.DataFrame, *, suites: Mapping[str, SuiteSpec] | None =
     if len(missing) == 0 and not problems:  # structural checks need well-typed columns
         dup = df.duplicated(subset=list(KEY_COLUMNS), keep=False)
         if dup.any():
-            problems.append(f"{int(dup.sum())} rows share the same key (suite, backbone, method, config, score, "
-                            f"shots, seed, OOD dataset)")
+            problems.append(
+                f"{int(dup.sum())} rows share the same key (suite, backbone, method, config, score, "
+                f"shots, seed, OOD dataset)"
+            )
         problems += _run_problems(df)
         if suites is not None:
             problems += _suite_problems(df, suites)

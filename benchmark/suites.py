@@ -58,51 +58,108 @@ def register_suite(spec: SuiteSpec) -> SuiteSpec:
     return SUITES.add(spec.name, spec)
 
 
-register_suite(SuiteSpec(
-    name="fmnist-ood", version=1,
-    id_test="fmnist-id6-test", pool="fmnist-id6-pool",
-    near=("fmnist-near4",), far=("animal-mnist", "sklearn-digits", "textiles"),
-    classnames="fmnist-id6.txt", templates="demo",
-    description="Bundled demo: six Fashion-MNIST classes as ID, the other four as near OOD, "
-                "animal silhouettes, digits and textiles as far OOD. Runs offline on a CPU.",
-))
+register_suite(
+    SuiteSpec(
+        name="fmnist-ood",
+        version=1,
+        id_test="fmnist-id6-test",
+        pool="fmnist-id6-pool",
+        near=("fmnist-near4",),
+        far=("animal-mnist", "sklearn-digits", "textiles"),
+        classnames="fmnist-id6.txt",
+        templates="demo",
+        description="Bundled demo: six Fashion-MNIST classes as ID, the other four as near OOD, "
+        "animal silhouettes, digits and textiles as far OOD. Runs offline on a CPU.",
+    )
+)
 
 
 # Real-scale suites (MCM / Ming & Li IJCV 2023 protocol: the single prompt "a photo of a {}."). Their data is
 # pinned locally by `oodbench data prepare`; `oodbench data check SUITE` says what is missing and where to get it.
 _FAR = ("inaturalist-ood", "sun-ood", "places-ood", "textures-ood")
 
-register_suite(SuiteSpec(
-    name="imagenet1k-far", version=1, id_test="imagenet1k-val", pool="imagenet1k-train", near=(), far=_FAR,
-    classnames="imagenet1k.txt", templates="simple",
-    description="ImageNet-1k against the MOS/MCM far OOD sets iNaturalist, SUN, Places and Textures.",
-))
-register_suite(SuiteSpec(
-    name="imagenet1k-near", version=1, id_test="imagenet1k-val", pool="imagenet1k-train",
-    near=("ssb-hard", "ninco", "imagenet-o"), far=(), classnames="imagenet1k.txt", templates="simple",
-    description="ImageNet-1k against near OOD sets: SSB-hard, NINCO and ImageNet-O.",
-))
-register_suite(SuiteSpec(
-    name="imagenet10-vs-20", version=1, id_test="imagenet10-val", pool="imagenet10-train",
-    near=("imagenet20-val",), far=(), classnames="imagenet10.txt", templates="simple",
-    description="MCM's hard near OOD task: ImageNet-10 as ID, the semantically close ImageNet-20 as OOD.",
-))
-register_suite(SuiteSpec(
-    name="imagenet20-vs-10", version=1, id_test="imagenet20-val", pool="imagenet20-train",
-    near=("imagenet10-val",), far=(), classnames="imagenet20.txt", templates="simple",
-    description="The reverse of imagenet10-vs-20: ImageNet-20 as ID, ImageNet-10 as OOD.",
-))
-register_suite(SuiteSpec(
-    name="imagenet100-far", version=1, id_test="imagenet100-val", pool="imagenet100-train", near=(), far=_FAR,
-    classnames="imagenet100.txt", templates="simple",
-    description="ImageNet-100 (MCM's class list, recorded by `data prepare --class-list`) against the four far OOD sets.",
-))
-for _stem, _classes, _pool, _what in (("cub200", "cub200.txt", "cub200-train", "CUB-200"),
-                                      ("stanford-cars", "stanford-cars196.txt", "stanford-cars-train", "Stanford Cars-196"),
-                                      ("food101", "food101.txt", "food101-train", "Food-101"),
-                                      ("oxford-pets", "oxford-pets37.txt", "oxford-pets-trainval", "Oxford-IIIT Pets-37")):
-    register_suite(SuiteSpec(
-        name=f"{_stem}-far", version=1, id_test=f"{_stem}-test", pool=_pool, near=(), far=_FAR,
-        classnames=_classes, templates="simple",
-        description=f"{_what} as ID against the four far OOD sets of imagenet1k-far.",
-    ))
+register_suite(
+    SuiteSpec(
+        name="imagenet1k-far",
+        version=1,
+        id_test="imagenet1k-val",
+        pool="imagenet1k-train",
+        near=(),
+        far=_FAR,
+        classnames="imagenet1k.txt",
+        templates="simple",
+        description="ImageNet-1k against the MOS/MCM far OOD sets iNaturalist, SUN, Places and Textures.",
+    )
+)
+register_suite(
+    SuiteSpec(
+        name="imagenet1k-near",
+        version=1,
+        id_test="imagenet1k-val",
+        pool="imagenet1k-train",
+        near=("ssb-hard", "ninco", "imagenet-o"),
+        far=(),
+        classnames="imagenet1k.txt",
+        templates="simple",
+        description="ImageNet-1k against near OOD sets: SSB-hard, NINCO and ImageNet-O.",
+    )
+)
+register_suite(
+    SuiteSpec(
+        name="imagenet10-vs-20",
+        version=1,
+        id_test="imagenet10-val",
+        pool="imagenet10-train",
+        near=("imagenet20-val",),
+        far=(),
+        classnames="imagenet10.txt",
+        templates="simple",
+        description="MCM's hard near OOD task: ImageNet-10 as ID, the semantically close ImageNet-20 as OOD.",
+    )
+)
+register_suite(
+    SuiteSpec(
+        name="imagenet20-vs-10",
+        version=1,
+        id_test="imagenet20-val",
+        pool="imagenet20-train",
+        near=("imagenet10-val",),
+        far=(),
+        classnames="imagenet20.txt",
+        templates="simple",
+        description="The reverse of imagenet10-vs-20: ImageNet-20 as ID, ImageNet-10 as OOD.",
+    )
+)
+register_suite(
+    SuiteSpec(
+        name="imagenet100-far",
+        version=1,
+        id_test="imagenet100-val",
+        pool="imagenet100-train",
+        near=(),
+        far=_FAR,
+        classnames="imagenet100.txt",
+        templates="simple",
+        description="ImageNet-100 (MCM's class list, recorded by `data prepare --class-list`) against the "
+        "four far OOD sets.",
+    )
+)
+for _stem, _classes, _pool, _what in (
+    ("cub200", "cub200.txt", "cub200-train", "CUB-200"),
+    ("stanford-cars", "stanford-cars196.txt", "stanford-cars-train", "Stanford Cars-196"),
+    ("food101", "food101.txt", "food101-train", "Food-101"),
+    ("oxford-pets", "oxford-pets37.txt", "oxford-pets-trainval", "Oxford-IIIT Pets-37"),
+):
+    register_suite(
+        SuiteSpec(
+            name=f"{_stem}-far",
+            version=1,
+            id_test=f"{_stem}-test",
+            pool=_pool,
+            near=(),
+            far=_FAR,
+            classnames=_classes,
+            templates="simple",
+            description=f"{_what} as ID against the four far OOD sets of imagenet1k-far.",
+        )
+    )

@@ -56,8 +56,10 @@ def plan(*, suite: str, backbone: str, methods: list[str], shots: list[int], see
         raise OodbenchError("--seeds is empty; pass comma-separated seeds, for example --seeds 1,2,3.")
     bad = [k for k in shots if k < 1]
     if bad or not shots:
-        raise OodbenchError(f"--shots takes positive images-per-class counts such as 1,2,4,8,16 (got {shots}); "
-                            f"zero-shot methods run once with shots 0 on their own.")
+        raise OodbenchError(
+            f"--shots takes positive images-per-class counts such as 1,2,4,8,16 (got {shots}); "
+            f"zero-shot methods run once with shots 0 on their own."
+        )
     if len(set(methods)) != len(methods):
         raise OodbenchError(f"--methods lists a method twice: {methods}.")
     runs = []
@@ -71,11 +73,21 @@ def plan(*, suite: str, backbone: str, methods: list[str], shots: list[int], see
     return runs
 
 
-def run_sweep(*, suite: str, backbone: str, methods: list[str], shots: list[int], seeds: list[int],
-              scores: list[str] | None = None, results_dir: Path, cache_dir: Path | None = None,
-              data_root: Path | None = None,
-              device: str = "auto", progress: Progress | None = None,
-              on_run: Callable[[PlannedRun, str, float], None] | None = None) -> SweepResult:
+def run_sweep(
+    *,
+    suite: str,
+    backbone: str,
+    methods: list[str],
+    shots: list[int],
+    seeds: list[int],
+    scores: list[str] | None = None,
+    results_dir: Path,
+    cache_dir: Path | None = None,
+    data_root: Path | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+    on_run: Callable[[PlannedRun, str, float], None] | None = None,
+) -> SweepResult:
     """Run every planned run not already in `results_dir`; `on_run(run, 'ran'|'skipped', seconds)` reports each."""
     runs = plan(suite=suite, backbone=backbone, methods=methods, shots=shots, seeds=seeds)
     for s in scores or []:
@@ -92,8 +104,17 @@ def run_sweep(*, suite: str, backbone: str, methods: list[str], shots: list[int]
                 on_run(run, "skipped", 0.0)
             continue
         t = time.perf_counter()
-        spec = RunSpec(suite=suite, backbone=backbone, method=run.method, scores=scores, shots=run.shots,
-                       seed=run.seed, device=device, cache_dir=cache_dir, data_root=data_root)
+        spec = RunSpec(
+            suite=suite,
+            backbone=backbone,
+            method=run.method,
+            scores=scores,
+            shots=run.shots,
+            seed=run.seed,
+            device=device,
+            cache_dir=cache_dir,
+            data_root=data_root,
+        )
         out = harness.run(spec, results_dir=results_dir)
         if out.path is not None:  # under torchrun only rank 0 writes
             result.ran.append(out.path)

@@ -37,15 +37,20 @@ def build(harness: Harness, *, suite_name: str, shots: int, views: int, cache_di
     split = fewshot_split(pool.labels, shots=shots, seed=1, pool_sha256=pool.list_sha256)
 
     def feats(kind: str) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(extract_features(backbone, pool, cache_dir=cache_dir, kind=kind).array,
-                                           np.float32))
+        return torch.from_numpy(
+            np.asarray(extract_features(backbone, pool, cache_dir=cache_dir, kind=kind).array, np.float32)
+        )
 
     g, loc, v = feats("global"), feats("local"), feats(view_kind(views))
     labels = torch.from_numpy(pool.labels)
     data = FitData(
-        train=FeatureBatch(global_=g[split.train], local=loc[split.train], views=v[split.train].transpose(0, 1).contiguous()),
-        labels=labels[split.train], val=FeatureBatch(global_=g[split.val], local=loc[split.val]),
-        val_labels=labels[split.val], shots=shots,
+        train=FeatureBatch(
+            global_=g[split.train], local=loc[split.train], views=v[split.train].transpose(0, 1).contiguous()
+        ),
+        labels=labels[split.train],
+        val=FeatureBatch(global_=g[split.val], local=loc[split.val]),
+        val_labels=labels[split.val],
+        shots=shots,
     )
     images = torch.stack([backbone.preprocess(pool.get_image(int(i))) for i in split.train])
     text = text_features(backbone, suite.class_names(), suite.prompt_templates(), cache_dir=cache_dir)
@@ -56,8 +61,15 @@ def make(name: str, suite, backbone, text, overrides: dict):
     cls = METHODS.get(name)
     fields = {f for f in cls.Config.__dataclass_fields__}
     cfg = make_config(cls, {k: v for k, v in overrides.items() if k in fields})
-    ctx = MethodContext(backbone=backbone, classnames=suite.class_names(), templates=suite.prompt_templates(),
-                        text_features=text, device=torch.device("cpu"), generator=seed_everything(1), seed=1)
+    ctx = MethodContext(
+        backbone=backbone,
+        classnames=suite.class_names(),
+        templates=suite.prompt_templates(),
+        text_features=text,
+        device=torch.device("cpu"),
+        generator=seed_everything(1),
+        seed=1,
+    )
     return cls(config=cfg, context=ctx)
 
 
@@ -73,7 +85,7 @@ def reencoding_pick(backbone, images: torch.Tensor):
 
     def pick(train: FeatureBatch, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         seeds = torch.randint(0, 2**31 - 1, (len(idx),), generator=generator).tolist()
-        batch = torch.cat([augment_views(images[int(i)], 1, seed=s) for i, s in zip(idx, seeds)])
+        batch = torch.cat([augment_views(images[int(i)], 1, seed=s) for i, s in zip(idx, seeds, strict=False)])
         with torch.no_grad():
             return backbone.model.encode_image(batch).float()
 
@@ -94,10 +106,13 @@ def main() -> None:
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="oodbench-bench-"))
     overrides = {"epochs": args.epochs} if args.epochs else {}
     harness = Harness()
-    suite, backbone, data, images, text = build(harness, suite_name="fmnist-ood", shots=args.shots, views=10,
-                                                cache_dir=cache_dir)
-    print(f"demo suite, {args.shots} shots ({len(data.labels)} images), {args.threads} thread(s), "
-          f"median of {args.repeats} repeats")
+    suite, backbone, data, images, text = build(
+        harness, suite_name="fmnist-ood", shots=args.shots, views=10, cache_dir=cache_dir
+    )
+    print(
+        f"demo suite, {args.shots} shots ({len(data.labels)} images), {args.threads} thread(s), "
+        f"median of {args.repeats} repeats"
+    )
     print(f"{'method':<14}{'cached s':>10}{'re-encode s':>13}{'ratio':>8}")
     for name in args.methods.split(","):
         module = __import__(METHODS.get(name).__module__, fromlist=["pick_views"])

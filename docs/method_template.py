@@ -58,8 +58,16 @@ class PromptBias(Method):
             return F.cross_entropy(self.head(feats, bias), data.labels[idx])
 
         c = self.config
-        train(params=[bias], loss_fn=loss, n=len(data.labels), epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
-              generator=self.ctx.generator, weight_decay=weight_decay)
+        train(
+            params=[bias],
+            loss_fn=loss,
+            n=len(data.labels),
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            generator=self.ctx.generator,
+            weight_decay=weight_decay,
+        )
         return bias.detach()
 
     def fit(self, data: FitData) -> None:

@@ -35,15 +35,21 @@ def measured_entries(rows: pd.DataFrame, *, verification: dict[str, dict]) -> pd
     runs = per_run(rows)
     out = []
     for key, g in runs.groupby(ENTRY_KEY + ["score"], sort=True):
-        rec = dict(zip(ENTRY_KEY + ["score"], key))
+        rec = dict(zip(ENTRY_KEY + ["score"], key, strict=False))
         for c in SUMMARY:
             rec[c] = g[c].mean()
             rec[f"{c}_std"] = g[c].std(ddof=0) if len(g) > 1 else np.nan  # no spread from one seed
         statuses = [verification.get(r, {}).get("status") for r in g["run_id"]]
-        rec.update(kind="measured", citation="", seeds=sorted(int(s) for s in g["seed"]), n_seeds=len(g),
-                   run_ids=list(g["run_id"]), n_verified=statuses.count("verified"),
-                   n_failed=statuses.count("mismatch"),
-                   entry_id=entry_id("measured", *(rec[k] for k in ENTRY_KEY)))
+        rec.update(
+            kind="measured",
+            citation="",
+            seeds=sorted(int(s) for s in g["seed"]),
+            n_seeds=len(g),
+            run_ids=list(g["run_id"]),
+            n_verified=statuses.count("verified"),
+            n_failed=statuses.count("mismatch"),
+            entry_id=entry_id("measured", *(rec[k] for k in ENTRY_KEY)),
+        )
         out.append(rec)
     return pd.DataFrame(out)
 
@@ -55,7 +61,7 @@ def reported_entries(reported: pd.DataFrame) -> pd.DataFrame:
     key = ["suite", "backbone", "method", "shots", "score", "citation"]
     out = []
     for k, g in reported.groupby(key, sort=True):
-        rec = dict(zip(key, k))
+        rec = dict(zip(key, k, strict=False))
         for grp in ("near", "far"):
             sub = g[g["ood_group"] == grp]
             stated = sub[sub["ood_dataset"] == GROUP_MEAN]
@@ -65,8 +71,16 @@ def reported_entries(reported: pd.DataFrame) -> pd.DataFrame:
         rec["id_acc"] = float(g["id_acc"].mean()) if g["id_acc"].notna().any() else np.nan
         for c in SUMMARY:
             rec[f"{c}_std"] = np.nan
-        rec.update(kind="reported", config_hash="", seeds=[], n_seeds=0, run_ids=[], n_verified=0, n_failed=0,
-                   entry_id=entry_id("reported", *k))
+        rec.update(
+            kind="reported",
+            config_hash="",
+            seeds=[],
+            n_seeds=0,
+            run_ids=[],
+            n_verified=0,
+            n_failed=0,
+            entry_id=entry_id("reported", *k),
+        )
         out.append(rec)
     return pd.DataFrame(out)
 

@@ -32,11 +32,30 @@ from leaderboard.reported import GROUP_MEAN
 
 PACKAGE = Path(__file__).parent
 MARKER = ".oodbench-site"  # only a folder holding this file is ever replaced by a build
-METRIC_COLUMNS = [("near_fpr95", True), ("near_auroc", False), ("far_fpr95", True), ("far_auroc", False),
-                  ("id_acc", False)]
-PROVENANCE = ("run_id", "seed", "created_at", "oodbench_version", "git_commit", "device", "precision", "weights_sha256",
-              "fewshot_hash", "config_hash", "suite_version", "id_dataset", "source_file", "dataset_hashes",
-              "package_versions")
+METRIC_COLUMNS = [
+    ("near_fpr95", True),
+    ("near_auroc", False),
+    ("far_fpr95", True),
+    ("far_auroc", False),
+    ("id_acc", False),
+]
+PROVENANCE = (
+    "run_id",
+    "seed",
+    "created_at",
+    "oodbench_version",
+    "git_commit",
+    "device",
+    "precision",
+    "weights_sha256",
+    "fewshot_hash",
+    "config_hash",
+    "suite_version",
+    "id_dataset",
+    "source_file",
+    "dataset_hashes",
+    "package_versions",
+)
 
 
 @dataclass
@@ -80,8 +99,13 @@ def _pretty(x: object) -> str:
 
 
 def environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(PACKAGE / "templates"), autoescape=select_autoescape(["html"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(PACKAGE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(pct=_pct, pm=_pm, delta=_delta, raw=_raw, pretty=_pretty)
     return env
 
@@ -105,8 +129,11 @@ def _suite_info(name: str, entries: pd.DataFrame, inputs: Inputs) -> dict:
     runs = inputs.rows[inputs.rows["suite"] == name]["run_id"].unique() if not inputs.rows.empty else []
     reported = inputs.reported[inputs.reported["suite"] == name] if not inputs.reported.empty else inputs.reported
     return {
-        "name": name, "page": _slug(name), "registered": spec is not None,
-        "version": spec.version if spec else None, "description": spec.description if spec else "",
+        "name": name,
+        "page": _slug(name),
+        "registered": spec is not None,
+        "version": spec.version if spec else None,
+        "description": spec.description if spec else "",
         "id_dataset": spec.id_test if spec else "",
         "near": list(spec.near) if spec else _reported_sets(reported, "near"),
         "far": list(spec.far) if spec else _reported_sets(reported, "far"),
@@ -139,25 +166,54 @@ def _plots(entries: pd.DataFrame) -> list[dict]:
                     name = _series_label(method, cfg, configs.get(method, 0) > 1)
                     if kind == "reported":
                         name = f"{method} (reported)"
-                    pts = list(zip(s["shots"].astype(int), s[f"{group}_{metric}"], s[f"{group}_{metric}_std"]))
+                    values = (s["shots"].astype(int), s[f"{group}_{metric}"], s[f"{group}_{metric}_std"])
+                    pts = list(zip(*values, strict=True))
                     flat = kind == "reported" or set(s["shots"]) == {0}
-                    series.append(Series(label=name, points=pts, color=col[method], dashed=kind == "reported",
-                                         reference=flat and len(shots) > 1))
-                charts[metric] = line_chart(series=series, x_values=shots, y_label=label,
-                                            title=f"{group} OOD {label.split(' ')[0]} against shots")
-            points = [(f"{r['method']} · {int(r['shots'])} shots", r["id_acc"], r[f"{group}_auroc"], col[r["method"]])
-                      for _, r in e.iterrows()]
-            charts["scatter"] = scatter_chart(points=points, title=f"ID accuracy against {group} OOD AUROC",
-                                              x_label="ID accuracy (%)", y_label="AUROC (%) ↑")
-            out.append({"backbone": backbone, "score": score, "group": group, "fpr": charts["fpr95"],
-                        "auroc": charts["auroc"], "scatter": charts["scatter"]})
+                    series.append(
+                        Series(
+                            label=name,
+                            points=pts,
+                            color=col[method],
+                            dashed=kind == "reported",
+                            reference=flat and len(shots) > 1,
+                        )
+                    )
+                charts[metric] = line_chart(
+                    series=series,
+                    x_values=shots,
+                    y_label=label,
+                    title=f"{group} OOD {label.split(' ')[0]} against shots",
+                )
+            points = [
+                (f"{r['method']} · {int(r['shots'])} shots", r["id_acc"], r[f"{group}_auroc"], col[r["method"]])
+                for _, r in e.iterrows()
+            ]
+            charts["scatter"] = scatter_chart(
+                points=points,
+                title=f"ID accuracy against {group} OOD AUROC",
+                x_label="ID accuracy (%)",
+                y_label="AUROC (%) ↑",
+            )
+            out.append(
+                {
+                    "backbone": backbone,
+                    "score": score,
+                    "group": group,
+                    "fpr": charts["fpr95"],
+                    "auroc": charts["auroc"],
+                    "scatter": charts["scatter"],
+                }
+            )
     return out
 
 
 def _plot_controls(plots: list[dict]) -> list[dict]:
     controls = []
-    for key, label, prefer in (("backbone", "backbone", None), ("score", "score", "mcm"),
-                               ("group", "OOD group", "far")):
+    for key, label, prefer in (
+        ("backbone", "backbone", None),
+        ("score", "score", "mcm"),
+        ("group", "OOD group", "far"),
+    ):
         values = sorted({p[key] for p in plots})
         default = prefer if prefer in values else (values[0] if values else "")
         controls.append({"key": key, "label": label, "options": values, "default": default})
@@ -187,8 +243,11 @@ class _Details:
             return out
 
         columns = list(dict.fromkeys(ENTRY_KEY + [c for c in PROVENANCE + ("method_config",) if c in rows.columns]))
-        return cls(bucket(per_set_table(rows)), bucket(id_acc_table(rows)),
-                   bucket(rows.drop_duplicates("run_id").sort_values("seed")[columns]))
+        return cls(
+            bucket(per_set_table(rows)),
+            bucket(id_acc_table(rows)),
+            bucket(rows.drop_duplicates("run_id").sort_values("seed")[columns]),
+        )
 
 
 def _measured_details(key: tuple, details: _Details, inputs: Inputs) -> tuple[list[dict], list[dict], str]:
@@ -196,16 +255,32 @@ def _measured_details(key: tuple, details: _Details, inputs: Inputs) -> tuple[li
     by_score: dict[str, list[dict]] = {}
     for r in details.per_set[key]:
         by_score.setdefault(r["score"], []).append(r)
-    per_set = [{"score": score, "rows": rows, "source": False, "id_acc": acc[score]["id_acc"],
-                "id_acc_std": acc[score]["id_acc_std"], "n_id": int(acc[score]["n_id"])}
-               for score, rows in by_score.items()]
+    per_set = [
+        {
+            "score": score,
+            "rows": rows,
+            "source": False,
+            "id_acc": acc[score]["id_acc"],
+            "id_acc_std": acc[score]["id_acc_std"],
+            "n_id": int(acc[score]["n_id"]),
+        }
+        for score, rows in by_score.items()
+    ]
     runs = []
     for r in details.runs[key]:
-        fields = [(k, json.loads(r[k]) if k in ("dataset_hashes", "package_versions") else r[k])
-                  for k in PROVENANCE if k in r]
+        fields = [
+            (k, json.loads(r[k]) if k in ("dataset_hashes", "package_versions") else r[k]) for k in PROVENANCE if k in r
+        ]
         v = inputs.verification.get(r["run_id"], {})
-        runs.append({"run_id": r["run_id"], "seed": int(r["seed"]), "fields": fields,
-                     "verification": v.get("status"), "record": v.get("record")})
+        runs.append(
+            {
+                "run_id": r["run_id"],
+                "seed": int(r["seed"]),
+                "fields": fields,
+                "verification": v.get("status"),
+                "record": v.get("record"),
+            }
+        )
     return per_set, runs, _pretty(json.loads(details.runs[key][0]["method_config"]))
 
 
@@ -216,23 +291,49 @@ def _reported_details(entry: pd.Series, inputs: Inputs) -> list[dict]:
         mask &= rep[c] == entry[c]
     per_set = []
     for score, g in rep[mask].groupby("score", sort=False):
-        rows = [{"ood_group": r["ood_group"], "ood_dataset": "mean (as stated)" if r["ood_dataset"] == GROUP_MEAN
-                 else r["ood_dataset"], "fpr95": r["fpr95"], "auroc": r["auroc"], "aupr_in": None, "aupr_out": None,
-                 "n_ood": None, "source": r["source"], **{f"{m}_std": None for m in PER_SET}} for _, r in g.iterrows()]
-        per_set.append({"score": score, "rows": rows, "source": True, "id_acc": g["id_acc"].mean(),
-                        "id_acc_std": None, "n_id": None})
+        rows = [
+            {
+                "ood_group": r["ood_group"],
+                "ood_dataset": "mean (as stated)" if r["ood_dataset"] == GROUP_MEAN else r["ood_dataset"],
+                "fpr95": r["fpr95"],
+                "auroc": r["auroc"],
+                "aupr_in": None,
+                "aupr_out": None,
+                "n_ood": None,
+                "source": r["source"],
+                **{f"{m}_std": None for m in PER_SET},
+            }
+            for _, r in g.iterrows()
+        ]
+        per_set.append(
+            {
+                "score": score,
+                "rows": rows,
+                "source": True,
+                "id_acc": g["id_acc"].mean(),
+                "id_acc_std": None,
+                "n_id": None,
+            }
+        )
     return per_set
 
 
-def _entry_page(env: Environment, entry: pd.DataFrame, details: _Details, inputs: Inputs, suite_page: str,
-                common: dict) -> str:
+def _entry_page(
+    env: Environment, entry: pd.DataFrame, details: _Details, inputs: Inputs, suite_page: str, common: dict
+) -> str:
     first = entry.iloc[0]
     if first["kind"] == "measured":
         per_set, runs, method_config = _measured_details(tuple(first[k] for k in ENTRY_KEY), details, inputs)
     else:
         per_set, runs, method_config = _reported_details(first, inputs), [], ""
-    return env.get_template("entry.html").render(entry=_records(entry.iloc[[0]])[0], per_set=per_set, runs=runs,
-                                                 method_config=method_config, suite_page=suite_page, **common)
+    return env.get_template("entry.html").render(
+        entry=_records(entry.iloc[[0]])[0],
+        per_set=per_set,
+        runs=runs,
+        method_config=method_config,
+        suite_page=suite_page,
+        **common,
+    )
 
 
 def _write_downloads(inputs: Inputs, folder: Path) -> None:
@@ -259,21 +360,36 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_suite(env: Environment, folder: Path, suite: dict, entries: pd.DataFrame, details: _Details,
-                 inputs: Inputs, common: dict) -> None:
+def _write_suite(
+    env: Environment, folder: Path, suite: dict, entries: pd.DataFrame, details: _Details, inputs: Inputs, common: dict
+) -> None:
     """The suite's page (table, filters, plots) and a page per entry of the suite."""
     e = entries[entries["suite"] == suite["name"]] if not entries.empty else entries
     e = e.sort_values(["backbone", "score", "method", "shots"], kind="stable") if len(e) else e
     rows = _records(e)
     for r in rows:
         r["page"] = f"entry-{r['entry_id']}.html"
-    filters = [{"key": k, "label": k, "options": sorted({str(r[k]) for r in rows},
-                                                      key=lambda v: (len(v), v) if k == "shots" else (0, v))}
-               for k in ("backbone", "shots", "method", "score")]
+    filters = [
+        {
+            "key": k,
+            "label": k,
+            "options": sorted({str(r[k]) for r in rows}, key=lambda v: (len(v), v) if k == "shots" else (0, v)),
+        }
+        for k in ("backbone", "shots", "method", "score")
+    ]
     plots = _plots(e) if len(e) else []
-    (folder / suite["page"]).write_text(env.get_template("suite.html").render(
-        suite=suite, rows=rows, filters=filters, metric_cols=METRIC_COLUMNS, plots=plots,
-        plot_controls=_plot_controls(plots), **common), encoding="utf-8")
+    (folder / suite["page"]).write_text(
+        env.get_template("suite.html").render(
+            suite=suite,
+            rows=rows,
+            filters=filters,
+            metric_cols=METRIC_COLUMNS,
+            plots=plots,
+            plot_controls=_plot_controls(plots),
+            **common,
+        ),
+        encoding="utf-8",
+    )
     for entry, one in e.groupby("entry_id", sort=False) if len(e) else []:
         html = _entry_page(env, one, details, inputs, suite["page"], common)
         (folder / f"entry-{entry}.html").write_text(html, encoding="utf-8")
@@ -284,17 +400,24 @@ def build_site(*, results_dir: Path, out: Path) -> BuildReport:
     start = time.perf_counter()
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
-        raise OodbenchError(f"{out} exists and is not an oodbench site (it has no {MARKER} file); refusing to "
-                            f"replace it. Pass --out with a new or empty folder.")
+        raise OodbenchError(
+            f"{out} exists and is not an oodbench site (it has no {MARKER} file); refusing to "
+            f"replace it. Pass --out with a new or empty folder."
+        )
     inputs = collect(Path(results_dir))
     entries = all_entries(inputs.rows, inputs.reported, verification=inputs.verification)
     if not entries.empty:
-        entries["status_rank"] = [0 if k == "reported" else (3 if nv == ns else 2 if nv else 1)
-                                  for k, nv, ns in zip(entries["kind"], entries["n_verified"], entries["n_seeds"])]
+        entries["status_rank"] = [
+            0 if k == "reported" else (3 if nv == ns else 2 if nv else 1)
+            for k, nv, ns in zip(entries["kind"], entries["n_verified"], entries["n_seeds"], strict=False)
+        ]
     env = environment()
     details = _Details.of(inputs.rows)
-    common = {"built_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "n_files": inputs.n_files,
-              "version": benchmark.__version__}
+    common = {
+        "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "n_files": inputs.n_files,
+        "version": benchmark.__version__,
+    }
     suite_names = list(dict.fromkeys(list(registered_suites()) + sorted(set(entries.get("suite", [])))))
     suites = [_suite_info(n, entries, inputs) for n in suite_names]
 
@@ -305,17 +428,28 @@ def build_site(*, results_dir: Path, out: Path) -> BuildReport:
         (tmp / MARKER).write_text("built by `oodbench leaderboard build`; this folder is replaced on every build\n")
         shutil.copytree(PACKAGE / "static", tmp / "static")
         _write_downloads(inputs, tmp / "downloads")
-        (tmp / "index.html").write_text(env.get_template("index.html").render(
-            suites=suites, skipped=inputs.skipped, n_rows=len(inputs.rows), **common), encoding="utf-8")
+        (tmp / "index.html").write_text(
+            env.get_template("index.html").render(
+                suites=suites, skipped=inputs.skipped, n_rows=len(inputs.rows), **common
+            ),
+            encoding="utf-8",
+        )
         for suite in suites:
             _write_suite(env, tmp, suite, entries, details, inputs, common)
         _swap_into_place(tmp, out)
     except OSError as err:
-        raise OodbenchError(f"Cannot write the site to {out}: {err.strerror}. Pass --out pointing at a writable "
-                            f"folder.") from None
+        raise OodbenchError(
+            f"Cannot write the site to {out}: {err.strerror}. Pass --out pointing at a writable folder."
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful swap; a failed build leaves nothing
     n_entries = entries["entry_id"].nunique() if not entries.empty else 0
-    return BuildReport(out=out, n_files=inputs.n_files, n_rows=len(inputs.rows), n_entries=n_entries,
-                       n_suites=len(suites), skipped=inputs.skipped, seconds=time.perf_counter() - start)
-
+    return BuildReport(
+        out=out,
+        n_files=inputs.n_files,
+        n_rows=len(inputs.rows),
+        n_entries=n_entries,
+        n_suites=len(suites),
+        skipped=inputs.skipped,
+        seconds=time.perf_counter() - start,
+    )

@@ -44,8 +44,10 @@ def collect(results_dir: Path) -> Inputs:
     """Validate and merge every input under `results_dir`."""
     root = Path(results_dir)
     if not root.is_dir():
-        raise OodbenchError(f"Results folder {root} does not exist; pass --results pointing at the folder that "
-                            f"holds the entries' Parquet files.")
+        raise OodbenchError(
+            f"Results folder {root} does not exist; pass --results pointing at the folder that "
+            f"holds the entries' Parquet files."
+        )
     suites = registered_suites()
     frames: list[pd.DataFrame] = []
     skipped: list[Skipped] = []
@@ -84,5 +86,10 @@ def collect(results_dir: Path) -> Inputs:
             continue  # a record for a run that is not (or no longer) on the leaderboard
         current = shas[seen[run_id]] == record["entry_sha256"]
         verification[run_id] = {"status": record["status"] if current else "stale", "record": record}
-    return Inputs(rows=rows, reported=pd.concat(reported, ignore_index=True) if reported else pd.DataFrame(),
-                  verification=verification, skipped=skipped, n_files=len(files))
+    return Inputs(
+        rows=rows,
+        reported=pd.concat(reported, ignore_index=True) if reported else pd.DataFrame(),
+        verification=verification,
+        skipped=skipped,
+        n_files=len(files),
+    )

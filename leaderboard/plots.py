@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup, escape
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
-           "#bcbd22")
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 WIDTH, HEIGHT = 600, 320
 LEFT, RIGHT, TOP, BOTTOM = 56, 170, 30, 46
 LEGEND_CHARS = 22
@@ -49,18 +48,28 @@ def _y_range(values: list[float]) -> tuple[float, float]:
 
 def _frame(title: str, x_label: str, y_label: str, lo: float, hi: float) -> list[str]:
     pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    out = [(f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-            f'aria-label="{escape(title)}">'),
-           f'<text class="title" x="{LEFT}" y="18">{escape(title)}</text>',
-           f'<rect class="plot-area" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>',
-           (f'<text class="axis-label" x="{LEFT + pw / 2}" y="{HEIGHT - 8}" text-anchor="middle">'
-            f'{escape(x_label)}</text>'),
-           (f'<text class="axis-label" transform="translate(14 {TOP + ph / 2}) rotate(-90)" text-anchor="middle">'
-            f'{escape(y_label)}</text>')]
+    out = [
+        (
+            f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+            f'aria-label="{escape(title)}">'
+        ),
+        f'<text class="title" x="{LEFT}" y="18">{escape(title)}</text>',
+        f'<rect class="plot-area" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>',
+        (
+            f'<text class="axis-label" x="{LEFT + pw / 2}" y="{HEIGHT - 8}" text-anchor="middle">'
+            f"{escape(x_label)}</text>"
+        ),
+        (
+            f'<text class="axis-label" transform="translate(14 {TOP + ph / 2}) rotate(-90)" text-anchor="middle">'
+            f"{escape(y_label)}</text>"
+        ),
+    ]
     for t in _ticks(lo, hi):
         y = TOP + ph * (1 - (t - lo) / (hi - lo))
-        out.append(f'<line class="grid" x1="{LEFT}" x2="{LEFT + pw}" y1="{y:.1f}" y2="{y:.1f}"/>'
-                   f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{t:g}</text>')
+        out.append(
+            f'<line class="grid" x1="{LEFT}" x2="{LEFT + pw}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{t:g}</text>'
+        )
     return out
 
 
@@ -70,18 +79,26 @@ def _legend(items: list[tuple[str, str, bool]]) -> list[str]:
         y = TOP + 8 + 18 * i
         x = WIDTH - RIGHT + 12
         dash = ' stroke-dasharray="5 3"' if dashed else ""
-        short = label if len(label) <= LEGEND_CHARS else label[:LEGEND_CHARS - 1] + "…"
-        out.append(f'<g class="legend-item"><line x1="{x}" x2="{x + 18}" y1="{y}" y2="{y}" stroke="{color}" '
-                   f'stroke-width="2"{dash}/><text x="{x + 24}" y="{y + 4}">{escape(short)}'
-                   f'<title>{escape(label)}</title></text></g>')
+        short = label if len(label) <= LEGEND_CHARS else label[: LEGEND_CHARS - 1] + "…"
+        out.append(
+            f'<g class="legend-item"><line x1="{x}" x2="{x + 18}" y1="{y}" y2="{y}" stroke="{color}" '
+            f'stroke-width="2"{dash}/><text x="{x + 24}" y="{y + 4}">{escape(short)}'
+            f"<title>{escape(label)}</title></text></g>"
+        )
     return out
 
 
-def line_chart(*, series: list[Series], x_values: list[int], title: str, y_label: str,
-               x_label: str = "shots per class") -> Markup:
+def line_chart(
+    *, series: list[Series], x_values: list[int], title: str, y_label: str, x_label: str = "shots per class"
+) -> Markup:
     """Metric against shots: one line per series, error bars for the std over seeds, categorical x."""
-    ys = [100 * (y + s * e) for ser in series for x, y, e in ser.points for s in (-1, 1)
-          if not math.isnan(y) and not math.isnan(e)]
+    ys = [
+        100 * (y + s * e)
+        for ser in series
+        for x, y, e in ser.points
+        for s in (-1, 1)
+        if not math.isnan(y) and not math.isnan(e)
+    ]
     ys += [100 * y for ser in series for _, y, _ in ser.points if not math.isnan(y)]
     if not ys or not x_values:
         return Markup(f'<p class="no-data">No data for {escape(title)}.</p>')
@@ -93,8 +110,9 @@ def line_chart(*, series: list[Series], x_values: list[int], title: str, y_label
         return TOP + ph * (1 - (100 * v - lo) / (hi - lo))
 
     out = _frame(title, x_label, y_label, lo, hi)
-    out += [f'<text class="tick" x="{xpos[x]:.1f}" y="{TOP + ph + 16}" text-anchor="middle">{x}</text>'
-            for x in x_values]
+    out += [
+        f'<text class="tick" x="{xpos[x]:.1f}" y="{TOP + ph + 16}" text-anchor="middle">{x}</text>' for x in x_values
+    ]
     for ser in series:
         pts = [(x, y, e) for x, y, e in ser.points if x in xpos and not math.isnan(y)]
         if not pts:
@@ -104,22 +122,28 @@ def line_chart(*, series: list[Series], x_values: list[int], title: str, y_label
         out.append(f'<g class="series" data-series="{label}">')
         if ser.reference:
             y = ypos(pts[0][1])
-            out.append(f'<line class="ref" x1="{LEFT}" x2="{LEFT + pw}" y1="{y:.1f}" y2="{y:.1f}" '
-                       f'stroke="{ser.color}"{dash}/>')
+            out.append(
+                f'<line class="ref" x1="{LEFT}" x2="{LEFT + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="{ser.color}"{dash}/>'
+            )
         elif len(pts) > 1:
             path = " ".join(f"{xpos[x]:.1f},{ypos(y):.1f}" for x, y, _ in sorted(pts))
             out.append(f'<polyline class="line" points="{path}" stroke="{ser.color}"{dash}/>')
         for x, y, e in pts:
             cx, cy = xpos[x], ypos(y)
             if not math.isnan(e) and e > 0:
-                out.append(f'<line class="err" x1="{cx:.1f}" x2="{cx:.1f}" y1="{ypos(y - e):.1f}" '
-                           f'y2="{ypos(y + e):.1f}" stroke="{ser.color}"/>')
-            out.append(f'<circle class="pt" cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{ser.color}" data-x="{x}" '
-                       f'data-y="{100 * y:.2f}"><title>{label}, {x} shots: {100 * y:.1f}'
-                       + (f' ± {100 * e:.1f}' if not math.isnan(e) else '') + '</title></circle>')
-        out.append('</g>')
+                out.append(
+                    f'<line class="err" x1="{cx:.1f}" x2="{cx:.1f}" y1="{ypos(y - e):.1f}" '
+                    f'y2="{ypos(y + e):.1f}" stroke="{ser.color}"/>'
+                )
+            out.append(
+                f'<circle class="pt" cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{ser.color}" data-x="{x}" '
+                f'data-y="{100 * y:.2f}"><title>{label}, {x} shots: {100 * y:.1f}'
+                + (f" ± {100 * e:.1f}" if not math.isnan(e) else "")
+                + "</title></circle>"
+            )
+        out.append("</g>")
     out += _legend([(s.label, s.color, s.dashed or s.reference) for s in series])
-    out.append('</svg>')
+    out.append("</svg>")
     return Markup("".join(out))
 
 
@@ -138,9 +162,11 @@ def scatter_chart(*, points: list[tuple[str, float, float, str]], title: str, x_
     for label, xv, yv, color in points:
         cx = LEFT + pw * (100 * xv - x_lo) / (x_hi - x_lo)
         cy = TOP + ph * (1 - (100 * yv - lo) / (hi - lo))
-        out.append(f'<circle class="pt" cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{color}" data-x="{100 * xv:.2f}" '
-                   f'data-y="{100 * yv:.2f}"><title>{escape(label)}: {100 * xv:.1f}, {100 * yv:.1f}</title></circle>')
+        out.append(
+            f'<circle class="pt" cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{color}" data-x="{100 * xv:.2f}" '
+            f'data-y="{100 * yv:.2f}"><title>{escape(label)}: {100 * xv:.1f}, {100 * yv:.1f}</title></circle>'
+        )
     legend = list(dict.fromkeys((p[0].split(" · ")[0], p[3], False) for p in points))
     out += _legend(legend)
-    out.append('</svg>')
+    out.append("</svg>")
     return Markup("".join(out))

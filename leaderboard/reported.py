@@ -35,11 +35,13 @@ def _suite_problems(df: pd.DataFrame, suites: Mapping[str, SuiteSpec]) -> list[s
         if name not in suites:
             continue
         expected = set(suites[name].ood_sets())
-        found = {(grp, d) for grp, d in zip(g["ood_group"], g["ood_dataset"]) if d != GROUP_MEAN}
+        found = {(grp, d) for grp, d in zip(g["ood_group"], g["ood_dataset"], strict=False) if d != GROUP_MEAN}
         unknown = sorted(f"{d} ({grp})" for grp, d in found - expected)
         if unknown:
-            problems.append(f"suite {name!r} has no OOD set {', '.join(unknown)}; it has "
-                            f"{', '.join(f'{d} ({grp})' for grp, d in suites[name].ood_sets())}")
+            problems.append(
+                f"suite {name!r} has no OOD set {', '.join(unknown)}; it has "
+                f"{', '.join(f'{d} ({grp})' for grp, d in suites[name].ood_sets())}"
+            )
     return problems
 
 
@@ -80,8 +82,10 @@ def _problems(df: pd.DataFrame) -> list[str]:
             for c in METRICS:
                 stated, computed = float(mean_rows[c].iloc[0]), float(sets[c].astype(float).mean())
                 if not math.isclose(stated, computed, abs_tol=MEAN_TOLERANCE):
-                    problems.append(f"{key[2]} / {key[3]} ({key[6]}): the stated mean {c} {stated} differs from the "
-                                    f"mean of the per-set rows {computed:.4f}; check for a typo")
+                    problems.append(
+                        f"{key[2]} / {key[3]} ({key[6]}): the stated mean {c} {stated} differs from the "
+                        f"mean of the per-set rows {computed:.4f}; check for a typo"
+                    )
     return problems
 
 
@@ -99,8 +103,10 @@ def validate_reported_file(path: Path, *, suites: Mapping[str, SuiteSpec] | None
     ragged = [i + 2 for i, row in enumerate(lines[1:]) if row and len(row) != len(header)]
     if ragged:
         lines_text = ", ".join(map(str, ragged[:5]))
-        return Validation(path, [(f"line(s) {lines_text} do not have the header's {len(header)} fields; "
-                                  f"quote fields that contain commas")])
+        return Validation(
+            path,
+            [(f"line(s) {lines_text} do not have the header's {len(header)} fields; quote fields that contain commas")],
+        )
     df = pd.DataFrame(body, columns=header).replace({"": None})
     problems = _problems(df)
     if not problems and suites is not None:

@@ -28,8 +28,9 @@ def load_methods() -> None:
         try:
             ep.load()
         except Exception as err:
-            raise OodbenchError(f"The method plugin {ep.name!r} ({ep.value}) failed to import: "
-                                f"{type(err).__name__}: {err}.") from None
+            raise OodbenchError(
+                f"The method plugin {ep.name!r} ({ep.value}) failed to import: {type(err).__name__}: {err}."
+            ) from None
     _loaded = True
 
 
@@ -52,6 +53,8 @@ def load_method_file(path: Path) -> list[str]:
         raise OodbenchError(f"Method file {path} failed to import: {type(err).__name__}: {err}.") from None
     added = sorted(set(METHODS.names()) - before)
     if not added:
-        raise OodbenchError(f"Method file {path} registered no method; decorate your class with "
-                            f"`@METHODS.register(\"name\")` (see docs/adding-a-method.md).")
+        raise OodbenchError(
+            f"Method file {path} registered no method; decorate your class with "
+            f'`@METHODS.register("name")` (see docs/adding-a-method.md).'
+        )
     return added

@@ -38,7 +38,7 @@ class Adapter(nn.Module):
         self.up = nn.Linear(hidden, dim, bias=False)
         with torch.no_grad():  # PyTorch's default init, drawn from the run's generator
             for layer in (self.down, self.up):
-                bound = layer.in_features ** -0.5
+                bound = layer.in_features**-0.5
                 layer.weight.copy_(torch.empty(layer.weight.shape).uniform_(-bound, bound, generator=generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,10 @@ class Adapter(nn.Module):
 class ClipAdapter(Method):
     Config = ClipAdapterConfig
     needs = frozenset({"views"})
-    paper = "Gao, Geng, Zhang, Ma, Fang, Zhang, Li, Qiao. CLIP-Adapter: Better Vision-Language Models with Feature Adapters. IJCV 2023."
+    paper = (
+        "Gao, Geng, Zhang, Ma, Fang, Zhang, Li, Qiao. CLIP-Adapter: Better Vision-Language Models with "
+        "Feature Adapters. IJCV 2023."
+    )
 
     def __init__(self, *, config: ClipAdapterConfig, context) -> None:
         super().__init__(config=config, context=context)
@@ -67,9 +70,17 @@ class ClipAdapter(Method):
         def loss(idx: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(self.head(pick_views(data.train, idx, self.ctx.generator)), data.labels[idx])
 
-        train(params=list(self.adapter.parameters()), loss_fn=loss, n=len(data.labels), epochs=c.epochs,
-              batch_size=c.batch_size, lr=c.lr, generator=self.ctx.generator, weight_decay=c.weight_decay,
-              warmup_epochs=c.warmup_epochs)
+        train(
+            params=list(self.adapter.parameters()),
+            loss_fn=loss,
+            n=len(data.labels),
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            generator=self.ctx.generator,
+            weight_decay=c.weight_decay,
+            warmup_epochs=c.warmup_epochs,
+        )
 
     def predict(self, batch: FeatureBatch) -> MethodOutput:
         return head_output(self.head, batch, logit_scale=self.ctx.backbone.logit_scale)

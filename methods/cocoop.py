@@ -41,7 +41,7 @@ class MetaNet(nn.Module):
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, width))
         with torch.no_grad():  # PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from the run's generator
             for layer in (self.net[0], self.net[2]):
-                bound = layer.in_features ** -0.5
+                bound = layer.in_features**-0.5
                 for p in (layer.weight, layer.bias):
                     p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=generator))
 
@@ -57,10 +57,17 @@ class CoCoOp(Method):
 
     def __init__(self, *, config: CoCoOpConfig, context) -> None:
         super().__init__(config=config, context=context)
-        self.learner = PromptLearner(backbone=context.backbone, classnames=context.classnames, n_ctx=config.n_ctx,
-                                     ctx_init=config.ctx_init, generator=context.generator)
+        self.learner = PromptLearner(
+            backbone=context.backbone,
+            classnames=context.classnames,
+            n_ctx=config.n_ctx,
+            ctx_init=config.ctx_init,
+            generator=context.generator,
+        )
         dim = context.text_features.shape[1]
-        self.meta = MetaNet(dim, self.learner.encoder.width, config.meta_reduction, context.generator).to(context.device)
+        self.meta = MetaNet(dim, self.learner.encoder.width, config.meta_reduction, context.generator).to(
+            context.device
+        )
 
     def loss(self, data: FitData, idx: torch.Tensor) -> torch.Tensor:
         feats = l2_normalize(pick_views(data.train, idx, self.ctx.generator))
@@ -71,19 +78,30 @@ class CoCoOp(Method):
     def fit(self, data: FitData) -> None:
         c = self.config
         params = [self.learner.ctx, *self.meta.parameters()]
-        train(params=params, loss_fn=lambda idx: self.loss(data, idx), n=len(data.labels), epochs=c.epochs,
-              batch_size=c.batch_size, lr=c.lr, generator=self.ctx.generator, weight_decay=c.weight_decay,
-              warmup_epochs=c.warmup_epochs)
+        train(
+            params=params,
+            loss_fn=lambda idx: self.loss(data, idx),
+            n=len(data.labels),
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            generator=self.ctx.generator,
+            weight_decay=c.weight_decay,
+            warmup_epochs=c.warmup_epochs,
+        )
 
     def predict(self, batch: FeatureBatch) -> MethodOutput:
         scale = self.ctx.backbone.logit_scale
         logits, local = [], []
         for s in range(0, len(batch.global_), PREDICT_CHUNK):
-            g = batch.global_[s: s + PREDICT_CHUNK]
+            g = batch.global_[s : s + PREDICT_CHUNK]
             text = self.learner.text_features(self.meta(l2_normalize(g)))  # [B, C, D]: conditioned on the image
             logits.append(scale * torch.einsum("bd,bcd->bc", l2_normalize(g), text))
             if batch.local is not None:
-                loc = l2_normalize(batch.local[s: s + PREDICT_CHUNK])
+                loc = l2_normalize(batch.local[s : s + PREDICT_CHUNK])
                 local.append(scale * torch.einsum("bpd,bcd->bpc", loc, text))
-        return MethodOutput(logits=torch.cat(logits), logit_scale=scale,
-                            local_logits=torch.cat(local) if batch.local is not None else None)
+        return MethodOutput(
+            logits=torch.cat(logits),
+            logit_scale=scale,
+            local_logits=torch.cat(local) if batch.local is not None else None,
+        )

@@ -16,7 +16,9 @@ from benchmark.errors import OodbenchError
 from methods.base import FeatureBatch, MethodOutput
 
 
-def head_output(head: Callable[[torch.Tensor], torch.Tensor], batch: FeatureBatch, *, logit_scale: float) -> MethodOutput:
+def head_output(
+    head: Callable[[torch.Tensor], torch.Tensor], batch: FeatureBatch, *, logit_scale: float
+) -> MethodOutput:
     """Apply a head (features [..., D] -> logits [..., C]) to the global features and, when the batch
     carries patch tokens, to every patch token: the same classifier reads both, as GL-MCM does."""
     local = None if batch.local is None else head(batch.local)
@@ -37,7 +39,7 @@ def pick_views(train: FeatureBatch, idx: torch.Tensor, generator: torch.Generato
 def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """One epoch of shuffled index batches (the last one may be smaller)."""
     perm = torch.randperm(n, generator=generator)
-    return [perm[s: s + batch_size] for s in range(0, n, batch_size)]
+    return [perm[s : s + batch_size] for s in range(0, n, batch_size)]
 
 
 def cosine_lr(step: int, total: int, base_lr: float, *, warmup_steps: int = 0, warmup_lr: float = 1e-5) -> float:
@@ -49,8 +51,9 @@ def cosine_lr(step: int, total: int, base_lr: float, *, warmup_steps: int = 0, w
     return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], *, name: str, lr: float,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], *, name: str, lr: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
     params = list(params)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
@@ -59,14 +62,26 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], *, name: str, lr: float
     raise OodbenchError(f"Unknown optimizer {name!r}; use 'sgd' or 'adamw'.")
 
 
-def train(*, params: list[torch.nn.Parameter], loss_fn: Callable[[torch.Tensor], torch.Tensor], n: int,
-          epochs: int, batch_size: int, lr: float, generator: torch.Generator, optimizer: str = "sgd",
-          weight_decay: float = 0.0, warmup_epochs: int = 0) -> list[float]:
+def train(
+    *,
+    params: list[torch.nn.Parameter],
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+    optimizer: str = "sgd",
+    weight_decay: float = 0.0,
+    warmup_epochs: int = 0,
+) -> list[float]:
     """Minimise `loss_fn(batch indices)` over `epochs` shuffled passes with a cosine schedule.
     Returns the mean loss of each epoch."""
     if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise OodbenchError(f"Training needs epochs >= 1, batch_size >= 1 and lr > 0 "
-                            f"(got epochs={epochs}, batch_size={batch_size}, lr={lr}); fix the method's config.")
+        raise OodbenchError(
+            f"Training needs epochs >= 1, batch_size >= 1 and lr > 0 "
+            f"(got epochs={epochs}, batch_size={batch_size}, lr={lr}); fix the method's config."
+        )
     opt = make_optimizer(params, name=optimizer, lr=lr, weight_decay=weight_decay)
     per_epoch = math.ceil(n / batch_size)
     total, warmup = epochs * per_epoch, warmup_epochs * per_epoch

@@ -37,8 +37,13 @@ class CoOp(Method):
 
     def __init__(self, *, config: CoOpConfig, context) -> None:
         super().__init__(config=config, context=context)
-        self.learner = PromptLearner(backbone=context.backbone, classnames=context.classnames, n_ctx=config.n_ctx,
-                                     ctx_init=config.ctx_init, generator=context.generator)
+        self.learner = PromptLearner(
+            backbone=context.backbone,
+            classnames=context.classnames,
+            n_ctx=config.n_ctx,
+            ctx_init=config.ctx_init,
+            generator=context.generator,
+        )
         self.text: torch.Tensor | None = None
 
     def epochs(self, shots: int) -> int:
@@ -51,9 +56,17 @@ class CoOp(Method):
 
     def fit(self, data: FitData) -> None:
         c = self.config
-        train(params=[self.learner.ctx], loss_fn=lambda idx: self.loss(data, idx), n=len(data.labels),
-              epochs=self.epochs(data.shots), batch_size=c.batch_size, lr=c.lr, generator=self.ctx.generator,
-              weight_decay=c.weight_decay, warmup_epochs=c.warmup_epochs)
+        train(
+            params=[self.learner.ctx],
+            loss_fn=lambda idx: self.loss(data, idx),
+            n=len(data.labels),
+            epochs=self.epochs(data.shots),
+            batch_size=c.batch_size,
+            lr=c.lr,
+            generator=self.ctx.generator,
+            weight_decay=c.weight_decay,
+            warmup_epochs=c.warmup_epochs,
+        )
         with torch.no_grad():
             self.text = self.learner.text_features().detach()
 

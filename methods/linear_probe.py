@@ -32,8 +32,10 @@ class LinearProbeConfig(MethodConfig):
 @METHODS.register("linear_probe")
 class LinearProbe(Method):
     Config = LinearProbeConfig
-    paper = ("Radford et al. Learning Transferable Visual Models From Natural Language Supervision "
-             "(linear-probe protocol, Sec. 3.2). ICML 2021.")
+    paper = (
+        "Radford et al. Learning Transferable Visual Models From Natural Language Supervision "
+        "(linear-probe protocol, Sec. 3.2). ICML 2021."
+    )
 
     def __init__(self, *, config: LinearProbeConfig, context) -> None:
         super().__init__(config=config, context=context)

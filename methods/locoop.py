@@ -35,8 +35,7 @@ class LoCoOpConfig(MethodConfig):
 class LoCoOp(CoOp):
     Config = LoCoOpConfig
     needs = frozenset({"local"})
-    paper = ("Miyai, Yu, Irie, Aizawa. LoCoOp: Few-Shot Out-of-Distribution Detection via Prompt Learning. "
-             "NeurIPS 2023.")
+    paper = "Miyai, Yu, Irie, Aizawa. LoCoOp: Few-Shot Out-of-Distribution Detection via Prompt Learning. NeurIPS 2023."
 
     def epochs(self, shots: int) -> int:
         return self.config.epochs
@@ -46,8 +45,10 @@ class LoCoOp(CoOp):
 
     def fit(self, data: FitData) -> None:
         if data.train.local is None:
-            raise OodbenchError("LoCoOp trains on patch-token features but FitData.train.local is empty; the harness "
-                                "extracts them when the method declares needs={'local'}.")
+            raise OodbenchError(
+                "LoCoOp trains on patch-token features but FitData.train.local is empty; the harness "
+                "extracts them when the method declares needs={'local'}."
+            )
         super().fit(data)
 
     def loss(self, data: FitData, idx: torch.Tensor) -> torch.Tensor:

@@ -24,10 +24,14 @@ class TextEncoder:
 
     def __init__(self, backbone: Backbone) -> None:
         m = backbone.model
-        missing = [a for a in ("token_embedding", "positional_embedding", "transformer", "ln_final") if not hasattr(m, a)]
+        missing = [
+            a for a in ("token_embedding", "positional_embedding", "transformer", "ln_final") if not hasattr(m, a)
+        ]
         if missing:
-            raise OodbenchError(f"Prompt learning needs open_clip's built-in text tower; {backbone.arch} "
-                                f"({type(m).__name__}) lacks {missing}. Use an adapter or linear_probe instead.")
+            raise OodbenchError(
+                f"Prompt learning needs open_clip's built-in text tower; {backbone.arch} "
+                f"({type(m).__name__}) lacks {missing}. Use an adapter or linear_probe instead."
+            )
         self.model = m
         self.pool_type = getattr(m, "text_pool_type", "argmax")
         self.eos_id = getattr(m, "text_eos_id", None)
@@ -66,8 +70,9 @@ class TextEncoder:
 class PromptLearner(nn.Module):
     """Learned context vectors shared by every class (CoOp's unified context, class token at the end)."""
 
-    def __init__(self, *, backbone: Backbone, classnames: list[str], n_ctx: int, ctx_init: str,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self, *, backbone: Backbone, classnames: list[str], n_ctx: int, ctx_init: str, generator: torch.Generator
+    ) -> None:
         super().__init__()
         self.encoder = TextEncoder(backbone)
         tok = backbone.tokenizer
@@ -92,7 +97,7 @@ class PromptLearner(nn.Module):
         emb = self.encoder.embed(tokens)
         self.n_ctx = n_ctx
         self.register_buffer("prefix", emb[:, :1].clone(), persistent=False)  # SOS
-        self.register_buffer("suffix", emb[:, 1 + n_ctx:].clone(), persistent=False)  # class, '.', EOS, padding
+        self.register_buffer("suffix", emb[:, 1 + n_ctx :].clone(), persistent=False)  # class, '.', EOS, padding
         self.register_buffer("pool_index", self.encoder.pool_index(tokens), persistent=False)
         self.ctx = nn.Parameter(ctx.float().clone())
 

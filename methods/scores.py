@@ -81,8 +81,10 @@ def neg_entropy(out: MethodOutput) -> torch.Tensor:
 def gl_mcm(out: MethodOutput) -> torch.Tensor:
     """GL-MCM (Miyai et al., 2023): MCM of the global feature plus the largest MCM over patch tokens."""
     if out.local_logits is None:
-        raise OodbenchError("gl_mcm needs patch-token logits, but the method returned none; its predict must fill "
-                            "MethodOutput.local_logits when the batch carries `local` features.")
+        raise OodbenchError(
+            "gl_mcm needs patch-token logits, but the method returned none; its predict must fill "
+            "MethodOutput.local_logits when the batch carries `local` features."
+        )
     global_ = mcm_from_similarities(out.logits / out.logit_scale)
     local = mcm_from_similarities(out.local_logits / out.logit_scale).amax(dim=-1)
     return global_ + local

@@ -4,8 +4,8 @@ Keys are the L2-normalised few-shot features (averaged over augmented views, as 
 10 augmented epochs), values their one-hot labels. For a test feature f:
     logits = scale * f W_text^T + alpha * exp(-beta (1 - f K^T)) V
 alpha and beta are searched on the validation part of the pool. Tip-Adapter-F additionally
-fine-tunes the keys (methods/tip_adapter_f.py). `logits / logit_scale` (what MCM reads) is the cosine similarity to the class
-prompts plus the cache term over the logit scale.
+fine-tunes the keys (methods/tip_adapter_f.py). `logits / logit_scale` (what MCM reads) is the cosine
+similarity to the class prompts plus the cache term over the logit scale.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ def cache_keys(train: FeatureBatch) -> torch.Tensor:
 class TipAdapter(Method):
     Config = TipAdapterConfig
     needs = frozenset({"views"})
-    paper = ("Zhang, Zhang, Fang, Gao, Li, Dai, Qiao, Li. Tip-Adapter: Training-free Adaption of CLIP for "
-             "Few-shot Classification. ECCV 2022.")
+    paper = (
+        "Zhang, Zhang, Fang, Gao, Li, Dai, Qiao, Li. Tip-Adapter: Training-free Adaption of CLIP for "
+        "Few-shot Classification. ECCV 2022."
+    )
 
     def __init__(self, *, config: TipAdapterConfig, context) -> None:
         super().__init__(config=config, context=context)
@@ -75,8 +77,10 @@ class TipAdapter(Method):
         feats = data.val.global_
         clip = self.ctx.backbone.logit_scale * l2_normalize(feats) @ self.ctx.text_features.T
         betas = [0.1 + i * (c.search_scale_beta - 0.1) / c.search_steps_beta for i in range(c.search_steps_beta)]
-        alphas = torch.tensor([0.1 + i * (c.search_scale_alpha - 0.1) / c.search_steps_alpha
-                               for i in range(c.search_steps_alpha)], device=feats.device)
+        alphas = torch.tensor(
+            [0.1 + i * (c.search_scale_alpha - 0.1) / c.search_steps_alpha for i in range(c.search_steps_alpha)],
+            device=feats.device,
+        )
         best = (-1.0, self.alpha, self.beta)
         for beta in betas:
             cache = self.cache_logits(feats, self.keys, beta)

@@ -40,7 +40,16 @@ class TipAdapterF(TipAdapter):
             logits = scale * feats @ self.ctx.text_features.T + self.alpha * self.cache_logits(feats, keys, self.beta)
             return F.cross_entropy(logits, data.labels[idx])
 
-        train(params=[keys], loss_fn=loss, n=len(data.labels), epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
-              generator=self.ctx.generator, optimizer="adamw", weight_decay=0.01)  # AdamW default
+        train(
+            params=[keys],
+            loss_fn=loss,
+            n=len(data.labels),
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            generator=self.ctx.generator,
+            optimizer="adamw",
+            weight_decay=0.01,
+        )  # AdamW default
         self.keys = keys.detach()  # the paper's adapter is a Linear layer initialised with the keys, not re-normalised
         self.search(data)

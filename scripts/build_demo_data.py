@@ -38,10 +38,12 @@ def _png(img: np.ndarray) -> bytes:
 def _write(name: str, images: list[np.ndarray], labels: list[int], class_names: list[str] | None) -> dict:
     import datasets
 
-    features = datasets.Features({
-        "image": datasets.Image(),
-        "label": datasets.ClassLabel(names=class_names) if class_names else datasets.Value("int64"),
-    })
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=class_names) if class_names else datasets.Value("int64"),
+        }
+    )
     rows = {
         "image": [{"bytes": _png(im), "path": f"{name}/{i:05d}.png"} for i, im in enumerate(images)],
         "label": [int(x) for x in labels],
@@ -102,18 +104,43 @@ def main() -> None:
         "built_by": "scripts/build_demo_data.py",
         "seed": src.SEED,
         "sources": {
-            "fmnist_pool": {"package": "debian:dataset-fashion-mnist", "version": "0.0~git20200523.55506a9-1",
-                            "licence": "MIT", "what": f"Fashion-MNIST train, {src.POOL_PER_CLASS} per ID class, held out of the demo backbone's training"},
-            "fmnist_id_test": {"package": "debian:dataset-fashion-mnist", "version": "0.0~git20200523.55506a9-1",
-                               "licence": "MIT", "what": f"Fashion-MNIST test, {PER_CLASS_TEST} per ID class"},
-            "fmnist_near": {"package": "debian:dataset-fashion-mnist", "version": "0.0~git20200523.55506a9-1",
-                            "licence": "MIT", "what": f"Fashion-MNIST test, {PER_CLASS_TEST} per near-OOD class (Pullover, Coat, Shirt, Sneaker)"},
-            "animals": {"package": "pypi:animal-mnist", "version": src.package_version("animal-mnist"),
-                        "licence": "MIT", "what": f"Animal-MNIST silhouettes, {ANIMALS_PER_CLASS} per animal class"},
-            "digits": {"package": "pypi:scikit-learn", "version": sklearn.__version__,
-                       "licence": "BSD-3-Clause", "what": "sklearn.datasets.load_digits, 8x8 upscaled to 28x28"},
-            "textiles": {"package": "pypi:conformal-clip-data", "version": src.package_version("conformal-clip-data"),
-                         "licence": "MIT", "what": "simulated textile images, grey, resized to 28x28"},
+            "fmnist_pool": {
+                "package": "debian:dataset-fashion-mnist",
+                "version": "0.0~git20200523.55506a9-1",
+                "licence": "MIT",
+                "what": f"Fashion-MNIST train, {src.POOL_PER_CLASS} per ID class, held out of the demo "
+                "backbone's training",
+            },
+            "fmnist_id_test": {
+                "package": "debian:dataset-fashion-mnist",
+                "version": "0.0~git20200523.55506a9-1",
+                "licence": "MIT",
+                "what": f"Fashion-MNIST test, {PER_CLASS_TEST} per ID class",
+            },
+            "fmnist_near": {
+                "package": "debian:dataset-fashion-mnist",
+                "version": "0.0~git20200523.55506a9-1",
+                "licence": "MIT",
+                "what": f"Fashion-MNIST test, {PER_CLASS_TEST} per near-OOD class (Pullover, Coat, Shirt, Sneaker)",
+            },
+            "animals": {
+                "package": "pypi:animal-mnist",
+                "version": src.package_version("animal-mnist"),
+                "licence": "MIT",
+                "what": f"Animal-MNIST silhouettes, {ANIMALS_PER_CLASS} per animal class",
+            },
+            "digits": {
+                "package": "pypi:scikit-learn",
+                "version": sklearn.__version__,
+                "licence": "BSD-3-Clause",
+                "what": "sklearn.datasets.load_digits, 8x8 upscaled to 28x28",
+            },
+            "textiles": {
+                "package": "pypi:conformal-clip-data",
+                "version": src.package_version("conformal-clip-data"),
+                "licence": "MIT",
+                "what": "simulated textile images, grey, resized to 28x28",
+            },
         },
         "files": files,
     }

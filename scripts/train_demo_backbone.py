@@ -29,9 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSET_DIR = ROOT / "benchmark" / "assets" / "oodbench-tiny-fmnist"
 ARCH = "oodbench-tiny-fmnist"
 TRAIN_TEMPLATES = (
-    "a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a photo of the {}.",
-    "a black and white photo of a {}.", "a low resolution photo of a {}.", "a grey photo of a {}.",
-    "a product photo of a {}.", "a {}.", "a small photo of a {}.",
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image of a {}.",
+    "a photo of the {}.",
+    "a black and white photo of a {}.",
+    "a low resolution photo of a {}.",
+    "a grey photo of a {}.",
+    "a product photo of a {}.",
+    "a {}.",
+    "a small photo of a {}.",
 )
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
 STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
@@ -97,7 +104,7 @@ def main() -> None:
         perm = torch.randperm(len(labels), generator=gen)
         running = 0.0
         for step in range(steps_per_epoch):
-            idx = perm[step * args.batch_size:(step + 1) * args.batch_size]
+            idx = perm[step * args.batch_size : (step + 1) * args.batch_size]
             x = to_model_input(augment(images[idx], gen))
             y = labels[idx]
             # one caption per image, from a random template of its class
@@ -122,8 +129,11 @@ def main() -> None:
             opt.step()
             sched.step()
             running += loss.item()
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {running / steps_per_epoch:.4f}  "
-              f"logit scale {model.logit_scale.exp().item():.1f}  {time.time() - start:.0f}s", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}  loss {running / steps_per_epoch:.4f}  "
+            f"logit scale {model.logit_scale.exp().item():.1f}  {time.time() - start:.0f}s",
+            flush=True,
+        )
 
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

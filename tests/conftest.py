@@ -23,8 +23,9 @@ def demo_run(tmp_path_factory) -> dict[str, Path]:
     from benchmark.harness import Harness, RunSpec
 
     root = tmp_path_factory.mktemp("demo-run")
-    spec = RunSpec(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot", device="cpu",
-                   cache_dir=root / "cache")
+    spec = RunSpec(
+        suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot", device="cpu", cache_dir=root / "cache"
+    )
     result = Harness().run(spec, out=root / "results" / "demo-zero-shot.parquet")
     return {"file": result.path, "cache_dir": root / "cache"}
 
@@ -35,8 +36,17 @@ def make_run(demo_run) -> Callable[..., Path]:
     seed=..., shift=...)`; `shift` is added to every FPR95 and subtracted from every AUROC (clipped)."""
     base = read_results(demo_run["file"])
 
-    def make(path: Path, *, method: str = "coop", shots: int = 4, seed: int = 1, shift: float = 0.0,
-             acc_shift: float = 0.0, config: dict | None = None, **columns) -> Path:
+    def make(
+        path: Path,
+        *,
+        method: str = "coop",
+        shots: int = 4,
+        seed: int = 1,
+        shift: float = 0.0,
+        acc_shift: float = 0.0,
+        config: dict | None = None,
+        **columns,
+    ) -> Path:
         rows = base.copy()
         cfg = json.dumps(config or {"lr": 0.002}, sort_keys=True, separators=(",", ":"))
         rows["method"], rows["method_config"] = method, cfg

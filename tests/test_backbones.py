@@ -43,12 +43,15 @@ def test_weights_of_the_wrong_architecture_are_a_clear_error(tmp_path):
         load_backbone(f"oodbench-tiny-fmnist:{path}")
 
 
-@pytest.mark.parametrize("name, pattern", [
-    ("ViT-B-61:openai", r"Unknown backbone architecture 'ViT-B-61'.*Did you mean 'ViT-B-16'"),
-    ("ViT-B-16:opneai", r"Unknown pretrained tag 'opneai' for ViT-B-16.*'openai'"),
-    ("ViT-B-16", r"not of the form ARCH:TAG"),
-    ("ViT-B-16:/no/such/weights.safetensors", r"does not exist"),
-])
+@pytest.mark.parametrize(
+    "name, pattern",
+    [
+        ("ViT-B-61:openai", r"Unknown backbone architecture 'ViT-B-61'.*Did you mean 'ViT-B-16'"),
+        ("ViT-B-16:opneai", r"Unknown pretrained tag 'opneai' for ViT-B-16.*'openai'"),
+        ("ViT-B-16", r"not of the form ARCH:TAG"),
+        ("ViT-B-16:/no/such/weights.safetensors", r"does not exist"),
+    ],
+)
 def test_bad_names(name, pattern):
     with pytest.raises(OodbenchError, match=pattern):
         resolve_weights(name)

@@ -14,8 +14,17 @@ from benchmark.results import REQUIRED, read_results
 @pytest.mark.slow
 def test_demo_end_to_end_cold_then_warm(tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "benchmark.cli", "demo", "--cache-dir", str(tmp_path / "cache"),
-           "--results-dir", str(tmp_path / "results"), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmark.cli",
+        "demo",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--no-progress",
+    ]
     cold = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert cold.returncode == 0, cold.stderr
     assert "feature cache miss" in cold.stdout
@@ -43,24 +52,81 @@ def test_demo_end_to_end_cold_then_warm(tmp_path):
     assert first.equals(second)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--suite", "fmnist-odd", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot"],
-     "Did you mean 'fmnist-ood'"),
-    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shoot"],
-     "Did you mean 'zero_shot'"),
-    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot",
-      "--scores", "mcm,enrgy"], "Did you mean 'energy'"),
-    (["run", "--suite", "fmnist-ood", "--backbone", "ViT-B-61:openai", "--method", "zero_shot"],
-     "Did you mean 'ViT-B-16'"),
-    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot",
-      "--config", "alpha"], "key=value"),
-    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot",
-      "--config", "alpha=1"], "Unknown config key"),
-    (["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot",
-      "--device", "tpu"], "Unknown device"),
-    (["list", "suits"], "Did you mean 'suites'"),
-    (["show", "/no/such/file.parquet"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["run", "--suite", "fmnist-odd", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shot"],
+            "Did you mean 'fmnist-ood'",
+        ),
+        (
+            ["run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method", "zero_shoot"],
+            "Did you mean 'zero_shot'",
+        ),
+        (
+            [
+                "run",
+                "--suite",
+                "fmnist-ood",
+                "--backbone",
+                "oodbench-tiny-fmnist:demo",
+                "--method",
+                "zero_shot",
+                "--scores",
+                "mcm,enrgy",
+            ],
+            "Did you mean 'energy'",
+        ),
+        (
+            ["run", "--suite", "fmnist-ood", "--backbone", "ViT-B-61:openai", "--method", "zero_shot"],
+            "Did you mean 'ViT-B-16'",
+        ),
+        (
+            [
+                "run",
+                "--suite",
+                "fmnist-ood",
+                "--backbone",
+                "oodbench-tiny-fmnist:demo",
+                "--method",
+                "zero_shot",
+                "--config",
+                "alpha",
+            ],
+            "key=value",
+        ),
+        (
+            [
+                "run",
+                "--suite",
+                "fmnist-ood",
+                "--backbone",
+                "oodbench-tiny-fmnist:demo",
+                "--method",
+                "zero_shot",
+                "--config",
+                "alpha=1",
+            ],
+            "Unknown config key",
+        ),
+        (
+            [
+                "run",
+                "--suite",
+                "fmnist-ood",
+                "--backbone",
+                "oodbench-tiny-fmnist:demo",
+                "--method",
+                "zero_shot",
+                "--device",
+                "tpu",
+            ],
+            "Unknown device",
+        ),
+        (["list", "suits"], "Did you mean 'suites'"),
+        (["show", "/no/such/file.parquet"], "does not exist"),
+    ],
+)
 def test_user_mistakes_get_one_clear_message(args, message, run_cli, tmp_path):
     extra = ["--results-dir", str(tmp_path)] if args[0] == "run" else []
     code, out, err = run_cli(*args, *extra)
@@ -73,8 +139,19 @@ def test_user_mistakes_get_one_clear_message(args, message, run_cli, tmp_path):
 def test_unwritable_results_dir_fails_before_any_work(run_cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, _, err = run_cli("run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method",
-                            "zero_shot", "--results-dir", str(blocker / "results"), "--cache-dir", str(tmp_path / "c"))
+    code, _, err = run_cli(
+        "run",
+        "--suite",
+        "fmnist-ood",
+        "--backbone",
+        "oodbench-tiny-fmnist:demo",
+        "--method",
+        "zero_shot",
+        "--results-dir",
+        str(blocker / "results"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    )
     assert code == 2
     assert "Cannot write results into" in " ".join(err.split())
     assert not (tmp_path / "c").exists()  # nothing was encoded
@@ -86,9 +163,22 @@ def test_list_and_show(run_cli, tmp_path):
         assert code == 0 and out.strip()
     code, out, _ = run_cli("list", "backbones")
     assert "oodbench-tiny-fmnist:demo" in out
-    code, out, err = run_cli("run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method",
-                              "zero_shot", "--scores", "mcm,energy", "--results-dir", str(tmp_path),
-                              "--cache-dir", str(tmp_path / "cache"), "--no-progress")
+    code, out, err = run_cli(
+        "run",
+        "--suite",
+        "fmnist-ood",
+        "--backbone",
+        "oodbench-tiny-fmnist:demo",
+        "--method",
+        "zero_shot",
+        "--scores",
+        "mcm,energy",
+        "--results-dir",
+        str(tmp_path),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    )
     assert code == 0, err
     (path,) = tmp_path.glob("*.parquet")
     assert sorted(set(read_results(path)["score"])) == ["energy", "mcm"]
@@ -98,6 +188,7 @@ def test_list_and_show(run_cli, tmp_path):
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["list"], ["show"]])
 def test_help_everywhere(command):
-    out = subprocess.run([sys.executable, "-m", "benchmark.cli", *command, "--help"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmark.cli", *command, "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and "Usage" in out.stdout

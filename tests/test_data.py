@@ -30,8 +30,14 @@ def test_every_bundled_dataset_matches_its_pin(specs):
     id_test = load_dataset(specs["fmnist-id6-test"])
     assert sorted(set(id_test.labels.tolist())) == list(range(6))
     assert set(load_dataset(specs["animal-mnist"]).labels.tolist()) == {-1}
-    assert counts == {"fmnist-id6-test": 3000, "fmnist-id6-pool": 600, "fmnist-near4": 2000,
-                      "animal-mnist": 2000, "sklearn-digits": 1797, "textiles": 2000}
+    assert counts == {
+        "fmnist-id6-test": 3000,
+        "fmnist-id6-pool": 600,
+        "fmnist-near4": 2000,
+        "animal-mnist": 2000,
+        "sklearn-digits": 1797,
+        "textiles": 2000,
+    }
 
 
 def test_hash_mismatch_stops_with_a_clear_message(specs):
@@ -73,7 +79,7 @@ def test_list_hash_depends_on_order_and_labels():
 
 def test_registered_specs_are_frozen_and_versioned():
     load_families()
-    for name, spec in DATASETS.items():
+    for _name, spec in DATASETS.items():
         assert spec.version >= 1
         with pytest.raises(dataclasses.FrozenInstanceError):
             spec.name = "other"  # type: ignore[misc]

@@ -11,7 +11,14 @@ import pytest
 from benchmark.data import is_pinned, list_hash, read_image_list
 from benchmark.datacheck import LAYOUTS
 from benchmark.datasets import (
-    CLASSNAMES_DIR, DATASETS, LISTS_DIR, UNKNOWN_COUNT, BundledSource, DatasetSpec, ImageListSource, load_families,
+    CLASSNAMES_DIR,
+    DATASETS,
+    LISTS_DIR,
+    UNKNOWN_COUNT,
+    BundledSource,
+    DatasetSpec,
+    ImageListSource,
+    load_families,
     read_classnames,
 )
 from benchmark.errors import DataError, OodbenchError
@@ -58,12 +65,12 @@ def test_imagenet_class_lists(stem, count):
     assert all(re.fullmatch(r"n\d{8}", w) for w in all_wnids)
     wnids, names = read_classnames(f"{stem}.wnids"), read_classnames(f"{stem}.txt")
     assert len(wnids) == len(set(wnids)) == len(names) == count
-    lookup = dict(zip(all_wnids, all_names))
+    lookup = dict(zip(all_wnids, all_names, strict=False))
     assert names == [lookup[w] for w in wnids]  # subsets name their classes exactly as ImageNet-1k does
 
 
 def test_imagenet_subsets_and_known_names():
-    names = dict(zip(read_classnames("imagenet1k.wnids"), read_classnames("imagenet1k.txt")))
+    names = dict(zip(read_classnames("imagenet1k.wnids"), read_classnames("imagenet1k.txt"), strict=False))
     assert names["n01440764"] == "tench" and names["n04552348"] == "military aircraft"
     assert not set(read_classnames("imagenet10.wnids")) & set(read_classnames("imagenet20.wnids"))
 

@@ -40,13 +40,27 @@ def make_imagenet_like(folder: Path, wnids: list[str], per_class: int = PER_CLAS
     return folder
 
 
-def imagenet_spec(name: str = "tiny-imagenet10-val", *, num_images: int = 10 * PER_CLASS, list_sha256: str = "",
-                  layout: str = "imagenet", classnames: str = "imagenet10.txt", list_file: str = "tiny.tsv") -> DatasetSpec:
+def imagenet_spec(
+    name: str = "tiny-imagenet10-val",
+    *,
+    num_images: int = 10 * PER_CLASS,
+    list_sha256: str = "",
+    layout: str = "imagenet",
+    classnames: str = "imagenet10.txt",
+    list_file: str = "tiny.tsv",
+) -> DatasetSpec:
     return DatasetSpec(
-        name=name, version=1,
-        source=ImageListSource(list_file=list_file, root="imagenet/val", layout=layout,
-                               instructions="Get the tiny set from the test fixture."),
-        num_images=num_images, list_sha256=list_sha256, classnames=classnames,
+        name=name,
+        version=1,
+        source=ImageListSource(
+            list_file=list_file,
+            root="imagenet/val",
+            layout=layout,
+            instructions="Get the tiny set from the test fixture.",
+        ),
+        num_images=num_images,
+        list_sha256=list_sha256,
+        classnames=classnames,
     )
 
 
@@ -230,8 +244,16 @@ def test_class_list_for_names_that_do_not_ship(tmp_path, data_root, monkeypatch)
 @pytest.fixture
 def tiny_suite():
     spec = imagenet_spec()
-    suite = SuiteSpec(name="tiny-imagenet10", version=1, id_test=spec.name, pool=spec.name, near=(),
-                      far=("textiles",), classnames="imagenet10.txt", templates="simple")
+    suite = SuiteSpec(
+        name="tiny-imagenet10",
+        version=1,
+        id_test=spec.name,
+        pool=spec.name,
+        near=(),
+        far=("textiles",),
+        classnames="imagenet10.txt",
+        templates="simple",
+    )
     with DATASETS.temporarily(spec.name, spec), SUITES.temporarily(suite.name, suite):
         yield suite
     assert spec.name not in DATASETS and suite.name not in SUITES
@@ -242,7 +264,9 @@ def test_cli_check_and_prepare(tiny_suite, copy, data_root):
     res = runner.invoke(app, ["data", "check", "tiny-imagenet10", "--data-root", str(data_root)])
     assert res.exit_code == 1, res.output
     assert "missing" in res.output and "textiles" in res.output and "Get the tiny set" in res.output
-    res = runner.invoke(app, ["data", "prepare", "tiny-imagenet10-val", "--from", str(copy), "--data-root", str(data_root)])
+    res = runner.invoke(
+        app, ["data", "prepare", "tiny-imagenet10-val", "--from", str(copy), "--data-root", str(data_root)]
+    )
     assert res.exit_code == 0, res.output
     assert "prepared tiny-imagenet10-val: 20 images" in res.output
     res = runner.invoke(app, ["data", "check", "tiny-imagenet10", "--data-root", str(data_root), "--verify-images"])
@@ -253,7 +277,9 @@ def test_cli_check_and_prepare(tiny_suite, copy, data_root):
 def test_cli_prepares_a_whole_suite_from_a_tree(tiny_suite, tmp_path, data_root):
     tree = tmp_path / "tree"
     make_imagenet_like(tree / "imagenet" / "val", IMAGENET10_WNIDS)  # laid out like the data root
-    res = CliRunner().invoke(app, ["data", "prepare", "tiny-imagenet10", "--from", str(tree), "--data-root", str(data_root)])
+    res = CliRunner().invoke(
+        app, ["data", "prepare", "tiny-imagenet10", "--from", str(tree), "--data-root", str(data_root)]
+    )
     assert res.exit_code == 0, res.output
     assert res.output.count("prepared tiny-imagenet10-val") == 1  # ID test and pool are the same spec here
     assert (data_root / "imagenet" / "val").resolve() == (tree / "imagenet" / "val").resolve()

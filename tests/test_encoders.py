@@ -29,7 +29,7 @@ def test_local_tokens_are_the_last_block_applied_to_each_token_alone():
         x = block(x)
     last = visual.transformer.resblocks[-1]
     for p in range(4):
-        alone = last(x[:, 1 + p: 2 + p])  # [B, 1, W]: softmax over one key is 1
+        alone = last(x[:, 1 + p : 2 + p])  # [B, 1, W]: softmax over one key is 1
         torch.testing.assert_close(local[:, p], visual.ln_post(alone[:, 0]) @ visual.proj, atol=1e-5, rtol=1e-5)
 
 

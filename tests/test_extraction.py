@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_datacheck import IMAGENET10_WNIDS, imagenet_spec, make_imagenet_like
 
 import benchmark.features as features_mod
 from benchmark.backbones import DEMO_BACKBONE, load_backbone
 from benchmark.data import load_dataset
 from benchmark.datacheck import prepare_dataset
 from benchmark.features import FeatureKey, extract_features
-from test_datacheck import IMAGENET10_WNIDS, imagenet_spec, make_imagenet_like
 
 PER_CLASS = 3  # 30 images
 BLOCK = 4  # -> 8 blocks, so both ranks get several
@@ -55,8 +55,16 @@ def reference(setting, backbone):
 
 def _folder(setting, backbone, cache_dir: Path) -> Path:
     ds = load_dataset(setting["spec"], data_root=setting["data_root"])
-    key = FeatureKey(backbone.arch, backbone.weights_sha256, backbone.preprocess_id, "fp32", ds.spec.name,
-                     ds.spec.version, ds.list_sha256, "global")
+    key = FeatureKey(
+        backbone.arch,
+        backbone.weights_sha256,
+        backbone.preprocess_id,
+        "fp32",
+        ds.spec.name,
+        ds.spec.version,
+        ds.list_sha256,
+        "global",
+    )
     return key.folder(cache_dir)
 
 
@@ -68,8 +76,14 @@ def _free_port() -> int:
 
 def _rank_worker(rank: int, world: int, port: int, spec_blob: bytes, data_root: str, cache_dir: str, out: str) -> None:
     """One torchrun-like rank: the env torchrun sets, then the CLI's process_group() and a normal extraction."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OODBENCH_DIST_BACKEND="gloo")
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OODBENCH_DIST_BACKEND="gloo",
+    )
     torch.set_num_threads(1)
     from benchmark.distributed import process_group, rank_world
 
@@ -90,7 +104,14 @@ def _rank_worker(rank: int, world: int, port: int, spec_blob: bytes, data_root: 
 def test_two_gloo_ranks_equal_a_single_process(setting, reference, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    args = (2, _free_port(), pickle.dumps(setting["spec"]), str(setting["data_root"]), str(tmp_path / "cache"), str(out))
+    args = (
+        2,
+        _free_port(),
+        pickle.dumps(setting["spec"]),
+        str(setting["data_root"]),
+        str(tmp_path / "cache"),
+        str(out),
+    )
     torch.multiprocessing.spawn(_rank_worker, args=args, nprocs=2, join=True)
     blocks = [set(map(int, (out / f"rank{r}.blocks").read_text().split(","))) for r in range(2)]
     assert blocks == [{0, 2, 4, 6}, {1, 3, 5, 7}]  # round-robin: each rank encoded only its own blocks
@@ -157,7 +178,7 @@ def test_leftover_temporary_and_truncated_blocks_are_never_used(setting, referen
     blob = (block_dir / "000002.npy").read_bytes()
     (block_dir / "000002.npy").write_bytes(blob[: len(blob) - 100])
     features_mod.save_npy_atomic(block_dir / "000003.npy", rng.standard_normal((BLOCK - 1, 64)).astype(np.float16))
-    good = reference[4 * BLOCK:5 * BLOCK]
+    good = reference[4 * BLOCK : 5 * BLOCK]
     features_mod.save_npy_atomic(block_dir / "000004.npy", good)
 
     encoded: list[int] = []

@@ -68,13 +68,21 @@ def test_every_string_from_an_entry_is_escaped(results, tmp_path):
 def test_downloads_hold_the_merged_valid_rows(results, tmp_path):
     report = build_site(results_dir=results, out=tmp_path / "site")
     merged = pd.read_parquet(tmp_path / "site" / "downloads" / "oodbench-results.parquet")
-    valid = [results / "zero_shot" / "demo.parquet", results / "coop" / "k4-s1.parquet",
-             results / "coop" / "k4-s2.parquet", results / "evil.parquet"]
+    valid = [
+        results / "zero_shot" / "demo.parquet",
+        results / "coop" / "k4-s1.parquet",
+        results / "coop" / "k4-s2.parquet",
+        results / "evil.parquet",
+    ]
     assert len(merged) == report.n_rows == sum(len(read_results(p)) for p in valid)
     assert merged["auroc"].between(0, 1).all()  # raw fractions, not formatted
     csv = pd.read_csv(tmp_path / "site" / "downloads" / "oodbench-results.csv")
-    assert len(csv) == len(merged) and set(csv["source_file"]) == {"zero_shot/demo.parquet", "coop/k4-s1.parquet",
-                                                                   "coop/k4-s2.parquet", "evil.parquet"}
+    assert len(csv) == len(merged) and set(csv["source_file"]) == {
+        "zero_shot/demo.parquet",
+        "coop/k4-s1.parquet",
+        "coop/k4-s2.parquet",
+        "evil.parquet",
+    }
     reported = pd.read_csv(tmp_path / "site" / "downloads" / "reported.csv")
     assert "Ming et al." in reported["citation"].iloc[0]
     imagenet = next((tmp_path / "site").glob("suite-imagenet1k-far-*.html")).read_text()
@@ -85,13 +93,27 @@ def _hand_rows() -> pd.DataFrame:
     """zero-shot (1 seed) and a fine-tuned method (2 seeds) on one near and one far set, by hand."""
     base = {"suite": "s", "backbone": "b", "config_hash": "h", "score": "mcm", "id_acc": 0.5}
     rows = []
-    for method, shots, seed, near, far, acc in (("zero_shot", 0, 1, (0.40, 0.80), (0.20, 0.90), 0.70),
-                                                ("coop", 4, 1, (0.30, 0.85), (0.30, 0.86), 0.80),
-                                                ("coop", 4, 2, (0.20, 0.87), (0.40, 0.84), 0.90)):
+    for method, shots, seed, near, far, acc in (
+        ("zero_shot", 0, 1, (0.40, 0.80), (0.20, 0.90), 0.70),
+        ("coop", 4, 1, (0.30, 0.85), (0.30, 0.86), 0.80),
+        ("coop", 4, 2, (0.20, 0.87), (0.40, 0.84), 0.90),
+    ):
         run = f"{method}{seed}".ljust(8, "x")
         for group, (fpr, auroc) in (("near", near), ("far", far)):
-            rows.append({**base, "method": method, "shots": shots, "seed": seed, "run_id": run, "ood_group": group,
-                         "ood_dataset": group + "-set", "fpr95": fpr, "auroc": auroc, "id_acc": acc})
+            rows.append(
+                {
+                    **base,
+                    "method": method,
+                    "shots": shots,
+                    "seed": seed,
+                    "run_id": run,
+                    "ood_group": group,
+                    "ood_dataset": group + "-set",
+                    "fpr95": fpr,
+                    "auroc": auroc,
+                    "id_acc": acc,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -102,8 +124,13 @@ def test_zero_shot_deltas_on_hand_made_rows():
     assert coop["n_seeds"] == 2 and coop["near_fpr95"] == pytest.approx(0.25)
     assert coop["near_fpr95_std"] == pytest.approx(0.05)  # population std over seeds
     assert np.isnan(zs["near_fpr95_std"])  # one seed: no spread to show
-    expected = {"near_fpr95": 0.25 - 0.40, "near_auroc": 0.86 - 0.80, "far_fpr95": 0.35 - 0.20,
-                "far_auroc": 0.85 - 0.90, "id_acc": 0.85 - 0.70}
+    expected = {
+        "near_fpr95": 0.25 - 0.40,
+        "near_auroc": 0.86 - 0.80,
+        "far_fpr95": 0.35 - 0.20,
+        "far_auroc": 0.85 - 0.90,
+        "id_acc": 0.85 - 0.70,
+    }
     for c, d in expected.items():
         assert coop[f"delta_{c}"] == pytest.approx(d), c
     assert coop["baseline_id"] == zs["entry_id"]
@@ -121,10 +148,20 @@ def test_deltas_are_shown_in_points_with_better_and_worse_marked(results, tmp_pa
 def test_verified_runs_are_marked_and_stale_records_are_not(results, tmp_path):
     target = results / "coop" / "k4-s1.parquet"
     run_id = read_results(target)["run_id"].iloc[0]
-    record = {"format": RECORD_FORMAT, "run_id": run_id, "status": "verified", "entry_file": target.name,
-              "entry_sha256": sha256_file(target), "tolerance": 0.005, "max_abs_diff": 0.0, "compared": 140,
-              "mismatches": [], "warnings": [], "checked_at": "2026-01-01T00:00:00+00:00",
-              "reproduced": {"device": "cpu", "oodbench_version": "0.1.0", "git_commit": ""}}
+    record = {
+        "format": RECORD_FORMAT,
+        "run_id": run_id,
+        "status": "verified",
+        "entry_file": target.name,
+        "entry_sha256": sha256_file(target),
+        "tolerance": 0.005,
+        "max_abs_diff": 0.0,
+        "compared": 140,
+        "mismatches": [],
+        "warnings": [],
+        "checked_at": "2026-01-01T00:00:00+00:00",
+        "reproduced": {"device": "cpu", "oodbench_version": "0.1.0", "git_commit": ""},
+    }
     (results / "verifications").mkdir()
     (results / "verifications" / f"{run_id}.json").write_text(json.dumps(record))
     (results / "verifications" / "junk.json").write_text("{")

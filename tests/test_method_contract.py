@@ -25,13 +25,24 @@ DIM, PATCHES, VIEWS = 16, 4, 2
 
 def tiny_backbone() -> Backbone:
     torch.manual_seed(0)
-    model = open_clip.CLIP(
-        embed_dim=DIM,
-        vision_cfg=open_clip.model.CLIPVisionCfg(image_size=14, layers=2, width=16, head_width=8, patch_size=7),
-        text_cfg=open_clip.model.CLIPTextCfg(context_length=16, vocab_size=49408, width=16, heads=2, layers=1),
-    ).eval().requires_grad_(False)
-    return Backbone(name="tiny:random", arch="tiny", model=model, preprocess=None,
-                    tokenizer=SimpleTokenizer(context_length=16), weights_sha256="0" * 64, device=torch.device("cpu"))
+    model = (
+        open_clip.CLIP(
+            embed_dim=DIM,
+            vision_cfg=open_clip.model.CLIPVisionCfg(image_size=14, layers=2, width=16, head_width=8, patch_size=7),
+            text_cfg=open_clip.model.CLIPTextCfg(context_length=16, vocab_size=49408, width=16, heads=2, layers=1),
+        )
+        .eval()
+        .requires_grad_(False)
+    )
+    return Backbone(
+        name="tiny:random",
+        arch="tiny",
+        model=model,
+        preprocess=None,
+        tokenizer=SimpleTokenizer(context_length=16),
+        weights_sha256="0" * 64,
+        device=torch.device("cpu"),
+    )
 
 
 BACKBONE = tiny_backbone()
@@ -39,8 +50,15 @@ TEXT = BACKBONE.encode_text([f"a photo of a {c}." for c in CLASSNAMES])
 
 
 def context(seed: int = 1) -> MethodContext:
-    return MethodContext(backbone=BACKBONE, classnames=CLASSNAMES, templates=["a photo of a {}."], text_features=TEXT,
-                         device=torch.device("cpu"), generator=torch.Generator().manual_seed(seed), seed=seed)
+    return MethodContext(
+        backbone=BACKBONE,
+        classnames=CLASSNAMES,
+        templates=["a photo of a {}."],
+        text_features=TEXT,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(seed),
+        seed=seed,
+    )
 
 
 def features(labels: torch.Tensor, gen: torch.Generator, *, views: bool = False, local: bool = True) -> FeatureBatch:
@@ -61,8 +79,11 @@ def fit_data(shots: int = 2) -> FitData:
 def fast_config(cls) -> object:
     """The method's defaults with training shortened (the contract, not the schedule, is under test)."""
     names = {f.name for f in dataclasses.fields(cls.Config)}
-    overrides = {k: v for k, v in {"epochs": 3, "search_steps_beta": 20, "coarse_steps": 3, "refine_steps": 3}.items()
-                 if k in names}
+    overrides = {
+        k: v
+        for k, v in {"epochs": 3, "search_steps_beta": 20, "coarse_steps": 3, "refine_steps": 3}.items()
+        if k in names
+    }
     return make_config(cls, overrides)
 
 
@@ -133,12 +154,17 @@ def test_fit_learns_the_split(name):
 
     def batch(labels):
         g = means[labels] + 0.1 * torch.randn(len(labels), DIM, generator=gen)
-        return FeatureBatch(global_=g, local=g[:, None] + 0.1 * torch.randn(len(labels), PATCHES, DIM, generator=gen),
-                            views=g[None] + 0.05 * torch.randn(VIEWS, len(labels), DIM, generator=gen))
+        return FeatureBatch(
+            global_=g,
+            local=g[:, None] + 0.1 * torch.randn(len(labels), PATCHES, DIM, generator=gen),
+            views=g[None] + 0.05 * torch.randn(VIEWS, len(labels), DIM, generator=gen),
+        )
 
     data = FitData(train=batch(y), labels=y, val=batch(y), val_labels=y, shots=4)
     plain = FeatureBatch(global_=data.train.global_)
-    zero_shot = predict(METHODS.get("zero_shot")(config=make_config(METHODS.get("zero_shot"), {}), context=context()), plain)
+    zero_shot = predict(
+        METHODS.get("zero_shot")(config=make_config(METHODS.get("zero_shot"), {}), context=context()), plain
+    )
     cls = METHODS.get(name)
     names = {f.name for f in dataclasses.fields(cls.Config)}
     cfg = make_config(cls, {k: v for k, v in {"epochs": 30, "lr": 0.01, "warmup_epochs": 0}.items() if k in names})
@@ -242,6 +268,6 @@ def test_linear_probe_picks_c_on_validation():
     cls = METHODS.get("linear_probe")
     m = cls(config=fast_config(cls), context=context())
     m.fit(fit_data())
-    lo, hi = 10 ** cls.Config.c_min_log10, 10 ** cls.Config.c_max_log10
+    lo, hi = 10**cls.Config.c_min_log10, 10**cls.Config.c_max_log10
     assert lo <= m.c_value <= hi
     assert np.isfinite(m.c_value)

@@ -21,11 +21,31 @@ TEMPLATE = ROOT / "docs" / "method_template.py"
 
 @pytest.mark.slow
 def test_template_runs_end_to_end_on_the_demo(tmp_path, demo_run):
-    result = CliRunner().invoke(app, [
-        "run", "--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo", "--method-file", str(TEMPLATE),
-        "--method", "my_prompt_bias", "--shots", "2", "--scores", "mcm,gl_mcm", "--config", "epochs=3",
-        "--results-dir", str(tmp_path / "r"), "--cache-dir", str(demo_run["cache_dir"]), "--no-progress",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--suite",
+            "fmnist-ood",
+            "--backbone",
+            "oodbench-tiny-fmnist:demo",
+            "--method-file",
+            str(TEMPLATE),
+            "--method",
+            "my_prompt_bias",
+            "--shots",
+            "2",
+            "--scores",
+            "mcm,gl_mcm",
+            "--config",
+            "epochs=3",
+            "--results-dir",
+            str(tmp_path / "r"),
+            "--cache-dir",
+            str(demo_run["cache_dir"]),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     files = list((tmp_path / "r").glob("*my_prompt_bias*__k2__s1__*.parquet"))
     assert len(files) == 1

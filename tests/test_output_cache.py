@@ -15,8 +15,21 @@ METRICS = ["score", "ood_dataset", "fpr95", "auroc", "aupr_in", "aupr_out", "id_
 
 
 def _key(**over) -> OutputKey:
-    base = dict(arch="a", weights_sha256="w", preprocess="p", precision="fp32", suite="s", suite_version=1,
-                dataset_hashes="{}", method="m", config_hash="c", shots=1, seed=1, fewshot_hash="f", code="x")
+    base = dict(
+        arch="a",
+        weights_sha256="w",
+        preprocess="p",
+        precision="fp32",
+        suite="s",
+        suite_version=1,
+        dataset_hashes="{}",
+        method="m",
+        config_hash="c",
+        shots=1,
+        seed=1,
+        fewshot_hash="f",
+        code="x",
+    )
     return OutputKey(**{**base, **over})
 
 
@@ -31,8 +44,10 @@ def test_every_key_field_changes_the_digest():
 def test_cache_needs_every_dataset_and_score(tmp_path):
     cache = OutputCache(tmp_path)
     key = _key()
-    out = {"id": DatasetOutputs(np.ones((3, 2), np.float32), {"mcm": np.arange(3.0)}),
-           "ood": DatasetOutputs(np.zeros((2, 2), np.float32), {"mcm": np.arange(2.0)})}
+    out = {
+        "id": DatasetOutputs(np.ones((3, 2), np.float32), {"mcm": np.arange(3.0)}),
+        "ood": DatasetOutputs(np.zeros((2, 2), np.float32), {"mcm": np.arange(2.0)}),
+    }
     assert cache.load(key, datasets=["id", "ood"], scores=["mcm"]) is None
     cache.save(key, out)
     back = cache.load(key, datasets=["id", "ood"], scores=["mcm"])
@@ -52,8 +67,16 @@ def test_code_fingerprint_covers_outside_method_files(tmp_path):
 
 
 def test_repeated_run_reuses_outputs_without_loading_the_model(tmp_path, monkeypatch):
-    spec = RunSpec(suite="fmnist-ood", backbone="oodbench-tiny-fmnist:demo", method="tip_adapter", shots=2, seed=1,
-                   scores=["mcm", "energy"], device="cpu", cache_dir=tmp_path / "cache")
+    spec = RunSpec(
+        suite="fmnist-ood",
+        backbone="oodbench-tiny-fmnist:demo",
+        method="tip_adapter",
+        shots=2,
+        seed=1,
+        scores=["mcm", "energy"],
+        device="cpu",
+        cache_dir=tmp_path / "cache",
+    )
     first = Harness().run(spec, results_dir=tmp_path / "r")
     assert first.cache_hits["outputs"] is False
 

@@ -14,8 +14,17 @@ from benchmark.results import read_results, write_results
 
 def test_a_demo_entry_reproduces_and_its_record_is_written(demo_run, tmp_path, run_cli):
     records = tmp_path / "verifications"
-    code, out, err = run_cli("reproduce", demo_run["file"], "--cache-dir", demo_run["cache_dir"], "--record-dir",
-                             records, "--device", "cpu", "--no-progress")
+    code, out, err = run_cli(
+        "reproduce",
+        demo_run["file"],
+        "--cache-dir",
+        demo_run["cache_dir"],
+        "--record-dir",
+        records,
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     assert code == 0, out + err
     run_id = read_results(demo_run["file"])["run_id"].iloc[0]
     assert f"verified run {run_id}" in out
@@ -35,8 +44,17 @@ def test_a_tampered_metric_fails_with_a_clear_report(demo_run, tmp_path, run_cli
     rows.loc[row, "auroc"] = rows.loc[row, "auroc"] - 0.05  # a submission claiming 5 points it did not measure
     tampered = write_results(rows, tmp_path / "tampered.parquet")
     records = tmp_path / "verifications"
-    code, out, _ = run_cli("reproduce", tampered, "--cache-dir", demo_run["cache_dir"], "--record-dir", records,
-                           "--device", "cpu", "--no-progress")
+    code, out, _ = run_cli(
+        "reproduce",
+        tampered,
+        "--cache-dir",
+        demo_run["cache_dir"],
+        "--record-dir",
+        records,
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     assert code == 1
     assert "mismatch" in out and "1 of" in out and "mcm / textiles auroc" in out and "(difference 0.0500)" in out
     record = json.loads((records / f"{rows['run_id'].iloc[0]}.json").read_text())
@@ -51,8 +69,9 @@ def test_provenance_differences_are_warnings_and_tolerance_is_checked(demo_run, 
     rows["oodbench_version"] = "0.0.1"
     rows["weights_sha256"] = "0" * 64
     old = write_results(rows, tmp_path / "old.parquet")
-    [outcome] = reproduce_file(old, cache_dir=demo_run["cache_dir"], record_dir=tmp_path / "v", device="cpu",
-                               tolerance=0.001)
+    [outcome] = reproduce_file(
+        old, cache_dir=demo_run["cache_dir"], record_dir=tmp_path / "v", device="cpu", tolerance=0.001
+    )
     assert outcome.verified
     assert any("oodbench_version differs" in w for w in outcome.warnings)
     assert any("weights_sha256 differs" in w for w in outcome.warnings)

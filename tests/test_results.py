@@ -14,12 +14,33 @@ from benchmark.results import REQUIRED, SCHEMA, read_results, run_stem, validate
 
 def make_rows(n: int = 2, **over) -> pd.DataFrame:
     base = {
-        "suite": "fmnist-ood", "suite_version": 1, "backbone": "b:t", "method": "zero_shot", "method_config": "{}",
-        "config_hash": "ab" * 32, "score": "mcm", "shots": 0, "seed": 1, "id_dataset": "fmnist-id6-test",
-        "ood_group": "far", "fpr95": 0.5, "auroc": 0.9, "aupr_in": 0.8, "aupr_out": 0.7, "id_acc": 0.95,
-        "n_id": 10, "n_ood": 5, "run_id": "r" * 32, "created_at": pd.Timestamp("2026-01-01", tz="UTC"),
-        "oodbench_version": "0.1.0", "git_commit": "", "package_versions": json.dumps({"torch": "2"}),
-        "device": "cpu", "weights_sha256": "c" * 64, "fewshot_hash": "", "dataset_hashes": json.dumps({"a": "b"}),
+        "suite": "fmnist-ood",
+        "suite_version": 1,
+        "backbone": "b:t",
+        "method": "zero_shot",
+        "method_config": "{}",
+        "config_hash": "ab" * 32,
+        "score": "mcm",
+        "shots": 0,
+        "seed": 1,
+        "id_dataset": "fmnist-id6-test",
+        "ood_group": "far",
+        "fpr95": 0.5,
+        "auroc": 0.9,
+        "aupr_in": 0.8,
+        "aupr_out": 0.7,
+        "id_acc": 0.95,
+        "n_id": 10,
+        "n_ood": 5,
+        "run_id": "r" * 32,
+        "created_at": pd.Timestamp("2026-01-01", tz="UTC"),
+        "oodbench_version": "0.1.0",
+        "git_commit": "",
+        "package_versions": json.dumps({"torch": "2"}),
+        "device": "cpu",
+        "weights_sha256": "c" * 64,
+        "fewshot_hash": "",
+        "dataset_hashes": json.dumps({"a": "b"}),
         "precision": "fp32",
     }
     base.update(over)
@@ -55,6 +76,12 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
 
 
 def test_run_stem_is_filesystem_safe():
-    stem = run_stem(suite="s", backbone="ViT-B-16:/home/me/w.safetensors", method="coop", config_hash="0123456789abcdef",
-                    shots=16, seed=2)
+    stem = run_stem(
+        suite="s",
+        backbone="ViT-B-16:/home/me/w.safetensors",
+        method="coop",
+        config_hash="0123456789abcdef",
+        shots=16,
+        seed=2,
+    )
     assert "/" not in stem and stem.endswith("__k16__s2")

@@ -17,8 +17,14 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+)
 EVIL = "<script>alert(1)</script>"
 ARTIFACTS = Path(__file__).parents[1] / "test-artifacts"
 
@@ -59,8 +65,10 @@ def browser():
     from selenium.webdriver.chrome.service import Service
 
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    assert not missing, (f"{', '.join(missing)} not found: install Debian's `chromium` and `chromium-driver` "
-                         f"packages (apt-get install chromium chromium-driver) to run the browser tests.")
+    assert not missing, (
+        f"{', '.join(missing)} not found: install Debian's `chromium` and `chromium-driver` "
+        f"packages (apt-get install chromium chromium-driver) to run the browser tests."
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in CHROME_FLAGS:

@@ -18,6 +18,7 @@ def _set(col, value):
     def f(df):
         df[col] = value
         return df
+
     return f
 
 
@@ -26,6 +27,7 @@ def _first(col, value):
         df[col] = df[col].astype(object) if isinstance(value, str) and df[col].dtype != object else df[col]
         df.loc[0, col] = value
         return df
+
     return f
 
 
@@ -104,14 +106,17 @@ def test_reported_numbers_in_the_repository_are_valid():
     assert (far["fpr95"], far["auroc"]) == (0.4274, 0.9077)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,42.74,0.9,,Paper,Table 1\n", "outside [0, 1]"),
-    ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,0.9,,Paper,Table 1, MCM\n", "quote fields"),
-    ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,,,Paper,Table 1\n", "column auroc has empty"),
-    ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun,0.4,0.9,,Paper,Table 1\n", "has no OOD set sun (far)"),
-    ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,*,0.5,0.9,,Paper,Table 1\n", "differs from the mean"),
-    ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,0.9,,,Table 1\n", "column citation has empty"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,42.74,0.9,,Paper,Table 1\n", "outside [0, 1]"),
+        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,0.9,,Paper,Table 1, MCM\n", "quote fields"),
+        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,,,Paper,Table 1\n", "column auroc has empty"),
+        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun,0.4,0.9,,Paper,Table 1\n", "has no OOD set sun (far)"),
+        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,*,0.5,0.9,,Paper,Table 1\n", "differs from the mean"),
+        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,0.9,,,Table 1\n", "column citation has empty"),
+    ],
+)
 def test_reported_problems(line, message, tmp_path):
     path = tmp_path / "r.csv"
     good = "imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,places-ood,0.4,0.9,,Paper,Table 1\n"
@@ -122,7 +127,7 @@ def test_reported_problems(line, message, tmp_path):
 
 def test_cli_validates_reported_csv(run_cli, tmp_path):
     path = tmp_path / "r.csv"
-    path.write_text(REPORTED_HEADER + "x,b,m,mcm,0,far,d,0.4,0.9,0.7,\"Someone, 2024\",Table 2\n")
+    path.write_text(REPORTED_HEADER + 'x,b,m,mcm,0,far,d,0.4,0.9,0.7,"Someone, 2024",Table 2\n')
     code, out, _ = run_cli("validate", path)
     assert code == 0 and "ok" in out
     path.write_text(json.dumps({"not": "csv"}))

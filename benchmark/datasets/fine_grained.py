@@ -12,22 +12,47 @@ from __future__ import annotations
 from benchmark.datasets import DatasetSpec, ImageListSource, register_dataset
 
 
-def _split_pair(stem: str, root: str, layout: str, classes: str, counts: dict[str, int], get: str, *,
-                license: str, citation: str, what: str) -> None:
+def _split_pair(
+    stem: str,
+    root: str,
+    layout: str,
+    classes: str,
+    counts: dict[str, int],
+    get: str,
+    *,
+    license: str,
+    citation: str,
+    what: str,
+) -> None:
     for split, n in counts.items():
         name = f"{stem}-{split}"
         role = "the ID test split" if split == "test" else "the few-shot pool"
-        register_dataset(DatasetSpec(
-            name=name, version=1,
-            source=ImageListSource(list_file=f"{name}.tsv", root=root.format(split=split), layout=f"{layout}:{split}",
-                                   instructions=get.format(name=name, split=split)),
-            num_images=n, list_sha256="", classnames=classes, license=license, citation=citation,
-            description=f"{what}, {split} split ({role}).",
-        ))
+        register_dataset(
+            DatasetSpec(
+                name=name,
+                version=1,
+                source=ImageListSource(
+                    list_file=f"{name}.tsv",
+                    root=root.format(split=split),
+                    layout=f"{layout}:{split}",
+                    instructions=get.format(name=name, split=split),
+                ),
+                num_images=n,
+                list_sha256="",
+                classnames=classes,
+                license=license,
+                citation=citation,
+                description=f"{what}, {split} split ({role}).",
+            )
+        )
 
 
 _split_pair(
-    "cub200", "cub/CUB_200_2011", "cub", "cub200.txt", {"test": 5_794, "train": 5_994},
+    "cub200",
+    "cub/CUB_200_2011",
+    "cub",
+    "cub200.txt",
+    {"test": 5_794, "train": 5_994},
     "Get CUB_200_2011.tgz from https://www.vision.caltech.edu/datasets/cub_200_2011/ , unpack it and run "
     "`oodbench data prepare {name} --from /path/to/CUB_200_2011` (the folder holding images/ and images.txt).",
     license="research use (Caltech-UCSD terms)",
@@ -35,7 +60,11 @@ _split_pair(
     what="Caltech-UCSD Birds, 200 species",
 )
 _split_pair(
-    "stanford-cars", "stanford-cars/{split}", "class_folders", "stanford-cars196.txt", {"test": 8_041, "train": 8_144},
+    "stanford-cars",
+    "stanford-cars/{split}",
+    "class_folders",
+    "stanford-cars196.txt",
+    {"test": 8_041, "train": 8_144},
     "Stanford Cars' original site no longer serves the archive; use a copy sorted into one folder per class name "
     "({split}/<Make Model Year>/*.jpg, the common 'car_data' layout) and run "
     "`oodbench data prepare {name} --from /path/to/car_data/{split}`.",
@@ -44,7 +73,11 @@ _split_pair(
     what="Stanford Cars, 196 make-model-year classes",
 )
 _split_pair(
-    "food101", "food-101", "food101", "food101.txt", {"test": 25_250, "train": 75_750},
+    "food101",
+    "food-101",
+    "food101",
+    "food101.txt",
+    {"test": 25_250, "train": 75_750},
     "Get food-101.tar.gz from https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ , unpack it and run "
     "`oodbench data prepare {name} --from /path/to/food-101` (the folder holding images/ and meta/).",
     license="research use (Food-101 terms; images from foodspotting.com)",
@@ -52,9 +85,14 @@ _split_pair(
     what="Food-101, 101 dishes",
 )
 _split_pair(
-    "oxford-pets", "oxford-iiit-pet", "pets", "oxford-pets37.txt", {"test": 3_669, "trainval": 3_680},
+    "oxford-pets",
+    "oxford-iiit-pet",
+    "pets",
+    "oxford-pets37.txt",
+    {"test": 3_669, "trainval": 3_680},
     "Get images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ , unpack both into "
-    "one folder and run `oodbench data prepare {name} --from /path/to/oxford-iiit-pet` (holding images/ and annotations/).",
+    "one folder and run `oodbench data prepare {name} --from /path/to/oxford-iiit-pet` (holding images/ and "
+    "annotations/).",
     license="CC BY-SA 4.0",
     citation="Parkhi et al. Cats and Dogs. CVPR 2012.",
     what="Oxford-IIIT Pets, 37 breeds",
