@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmark.atomic import write_json_atomic
 from benchmark.errors import OodbenchError, UnknownNameError
 from benchmark.hashing import sha256_file
 from benchmark.registry import suggest
@@ -90,9 +90,7 @@ def file_sha256(path: Path) -> str:
         pass
     digest = sha256_file(path)
     try:
-        tmp = sidecar.with_name(sidecar.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"stamp": stamp, "sha256": digest}))
-        tmp.replace(sidecar)
+        write_json_atomic(sidecar, {"stamp": stamp, "sha256": digest})
     except OSError:
         pass  # a read-only location just means hashing again next time
     return digest
@@ -118,10 +116,7 @@ def remember_identity(backbone: Backbone, *, cache_dir: Path) -> None:
     }
     path = _identity_file(backbone.name, cache_dir)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, sort_keys=True))
-        tmp.replace(path)
+        write_json_atomic(path, record)
     except OSError:
         pass  # an unwritable cache only means loading the model next time
 

@@ -26,7 +26,16 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from benchmark.datasets import BUNDLED_DIR, LISTS_DIR, BundledSource, DatasetSpec, HubSource, ImageListSource
+from benchmark.datasets import (
+    BUNDLED_DIR,
+    LISTS_DIR,
+    BundledSource,
+    DatasetSpec,
+    HubSource,
+    ImageListSource,
+    is_shipped,
+    read_shipped,
+)
 from benchmark.errors import DataError
 
 DATA_ROOT_ENV = "OODBENCH_DATA"
@@ -60,6 +69,15 @@ def local_classnames_path(file: str, *, data_root: Path | None = None) -> Path:
             f"{path}; set {DATA_ROOT_ENV} (or --data-root) if your data root is elsewhere."
         )
     return path
+
+
+def read_classnames(file: str, *, data_root: Path | None = None) -> list[str]:
+    """Class names (or wnids) from classnames/ when the file ships with oodbench, else from the copy `data
+    prepare` recorded under the data root (default: $OODBENCH_DATA or ~/oodbench-data)."""
+    if is_shipped(file):
+        return read_shipped(file)
+    lines = local_classnames_path(file, data_root=data_root).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
 
 
 def read_local_pin(spec: DatasetSpec, data_root: Path) -> dict:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 import benchmark
+from benchmark.atomic import atomic_path, write_json_atomic, write_text_atomic
 from benchmark.data import (
     STATE_DIR,
     is_pinned,
@@ -44,11 +45,11 @@ from benchmark.datasets import (
     DatasetSpec,
     HubSource,
     ImageListSource,
+    is_shipped,
     load_families,
-    read_classnames,
+    read_shipped,
 )
 from benchmark.errors import DataError, OodbenchError, UnknownNameError
-from benchmark.features import write_json_atomic
 from benchmark.registry import Registry, suggest
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def _rel(path: Path, src: Path) -> str:
 
 
 def _shipped(file: str | None) -> list[str] | None:
-    return read_classnames(file) if file and (CLASSNAMES_DIR / file).exists() else None
+    return read_shipped(file) if file and is_shipped(file) else None
 
 
 def _same_names(found: list[str], shipped: list[str], spec: DatasetSpec) -> None:
@@ -129,9 +130,9 @@ def _wnids(spec: DatasetSpec, class_list: Path | None) -> tuple[list[str], Enume
     assert spec.classnames is not None
     stem = Path(spec.classnames).stem
     shipped = CLASSNAMES_DIR / f"{stem}.wnids"
-    all_wnids = read_classnames("imagenet1k.wnids")
+    all_wnids = read_shipped("imagenet1k.wnids")
     if shipped.exists():
-        return read_classnames(shipped.name), Enumerated([])
+        return read_shipped(shipped.name), Enumerated([])
     if class_list is None:
         raise DataError(
             f"Dataset {spec.name!r} needs its class list: pass --class-list FILE (one wnid per line, "
@@ -147,7 +148,7 @@ def _wnids(spec: DatasetSpec, class_list: Path | None) -> tuple[list[str], Enume
             f"The class list {class_list} must hold distinct ImageNet-1k wnids, one per line "
             f"(unknown: {unknown[:SHOWN_PATHS]})."
         )
-    names = dict(zip(all_wnids, read_classnames("imagenet1k.txt"), strict=False))
+    names = dict(zip(all_wnids, read_shipped("imagenet1k.txt"), strict=False))
     return wnids, Enumerated([], [names[w] for w in wnids], {f"{stem}.wnids": "\n".join(wnids) + "\n"})
 
 
@@ -191,7 +192,7 @@ def layout_cub(src: Path, spec: DatasetSpec, arg: str, class_list: Path | None) 
 @LAYOUTS.register("food101")
 def layout_food101(src: Path, spec: DatasetSpec, arg: str, class_list: Path | None) -> Enumerated:
     """food-101: meta/{train,test}.txt list `class/id`, images at images/class/id.jpg."""
-    folders = [n.replace(" ", "_") for n in read_classnames(spec.classnames or "")]
+    folders = [n.replace(" ", "_") for n in read_shipped(spec.classnames or "")]
     index = {f: i for i, f in enumerate(folders)}
     entries = []
     for (item,) in (row[:1] for row in _table(src / "meta" / f"{arg}.txt")):
@@ -208,7 +209,7 @@ def layout_food101(src: Path, spec: DatasetSpec, arg: str, class_list: Path | No
 @LAYOUTS.register("pets")
 def layout_pets(src: Path, spec: DatasetSpec, arg: str, class_list: Path | None) -> Enumerated:
     """oxford-iiit-pet: annotations/{trainval,test}.txt rows `Breed_Name_123 class_id species breed_id`."""
-    shipped = read_classnames(spec.classnames or "")
+    shipped = read_shipped(spec.classnames or "")
     entries, seen = [], {}
     for row in _table(src / "annotations" / f"{arg}.txt"):
         stem, label = row[0], int(row[1]) - 1
@@ -277,13 +278,6 @@ def verify_images(root: Path, entries: list[tuple[str, int]], *, workers: int = 
 # ---------------------------------------------------------------- prepare
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def _place(src: Path, dest: Path, entries: Iterable[tuple[str, int]], *, copy: bool) -> str:
     """Make `dest` show the copy at `src`: a symlink (default) or copies of the listed files. Never edits `src`."""
     src = src.resolve()
@@ -305,9 +299,8 @@ def _place(src: Path, dest: Path, entries: Iterable[tuple[str, int]], *, copy: b
         if target.exists():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(src / rel, tmp)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src / rel, tmp)
         n += 1
     return f"copied {n} files into {dest}"
 
@@ -365,12 +358,12 @@ def prepare_dataset(
     notes.append(_place(src, data_root / source.root, found.entries, copy=copy))
     state = data_root / STATE_DIR
     if found.classnames is not None and spec.classnames:
-        _write_text_atomic(state / "classnames" / spec.classnames, "\n".join(found.classnames) + "\n")
+        write_text_atomic(state / "classnames" / spec.classnames, "\n".join(found.classnames) + "\n")
         notes.append(f"wrote class names {state / 'classnames' / spec.classnames}")
     for file, text in found.extra_files.items():
-        _write_text_atomic(state / "classnames" / file, text)
+        write_text_atomic(state / "classnames" / file, text)
     if not is_pinned(spec):
-        _write_text_atomic(local_list_path(spec, data_root), "".join(f"{rel}\t{lab}\n" for rel, lab in found.entries))
+        write_text_atomic(local_list_path(spec, data_root), "".join(f"{rel}\t{lab}\n" for rel, lab in found.entries))
     write_json_atomic(
         local_pin_path(spec, data_root),
         {

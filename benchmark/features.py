@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark.atomic import atomic_path, save_npy_atomic, write_json_atomic
 from benchmark.backbones import Backbone
+from benchmark.config import PRECISIONS
 from benchmark.data import LoadedDataset
 from benchmark.distributed import all_agree, barrier, rank_world
 from benchmark.encoders import FEATURE_KINDS
@@ -30,7 +32,7 @@ from benchmark.progress import Progress
 
 CACHE_ENV = "OODBENCH_CACHE"
 BLOCK_SIZE = 4096
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # one per benchmark.config.PRECISIONS
 
 
 def default_cache_dir() -> Path:
@@ -38,24 +40,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
     return base / "oodbench"
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """Write `array` to `path` so that readers see either nothing or the whole file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    tmp.replace(path)
 
 
 @dataclass(frozen=True)
@@ -139,7 +123,7 @@ def _encode_blocks(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if num_workers > 0 else None,
     )
-    dtype = PRECISIONS[precision]
+    dtype = AUTOCAST[precision]
     pending: list[np.ndarray] = []
     with torch.inference_mode():
         for j, images in enumerate(loader):
@@ -188,18 +172,15 @@ def _assemble(folder: Path, block_dir: Path, blocks: list[range], key: FeatureKe
             f"run again (they are re-encoded)."
         )
     final = folder / "features.npy"
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shape = (sum(len(b) for b in blocks), *parts[0].shape[1:]) if parts else (0,)
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-    start = 0
-    for part in parts:
-        out[start : start + len(part)] = part
-        start += len(part)
-    out.flush()
-    del out
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
-    tmp.replace(final)
+    with atomic_path(final) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        start = 0
+        for part in parts:
+            out[start : start + len(part)] = part
+            start += len(part)
+        out.flush()
+        del out
     stat = final.stat()
     write_json_atomic(
         folder / "meta.json",
@@ -327,11 +308,25 @@ def text_features(backbone: Backbone, classnames: list[str], templates: list[str
     ).encode()
     path = cache_dir / "text" / f"{hashlib.sha256(blob).hexdigest()[:24]}.npy"
     if path.exists():
-        return torch.from_numpy(np.load(path)).to(backbone.device)
+        try:
+            cached = np.load(path)
+            if cached.ndim == 2 and cached.shape[0] == len(classnames) and np.isfinite(cached).all():
+                return torch.from_numpy(cached).to(backbone.device)
+            problem = f"shape {cached.shape} for {len(classnames)} classes"
+        except Exception as err:  # truncated or garbled file: numpy raises several types
+            problem = f"{type(err).__name__}: {err}"
+        warnings.warn(
+            f"The text-feature cache {path} is unreadable ({problem}); encoding the prompts again.", stacklevel=2
+        )
     rows = []
     for name in classnames:
         emb = backbone.encode_text([t.format(name) for t in templates]).mean(0)
         rows.append(torch.nn.functional.normalize(emb, dim=-1))
     weights = torch.stack(rows)
-    save_npy_atomic(path, weights.cpu().numpy())
+    try:
+        save_npy_atomic(path, weights.cpu().numpy())
+    except OSError as err:  # the cache is an optimisation: a read-only or full disk only costs time next run
+        warnings.warn(
+            f"Cannot write the text-feature cache {path} ({err.strerror}); continuing without it.", stacklevel=2
+        )
     return weights

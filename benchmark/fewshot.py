@@ -15,8 +15,6 @@ import numpy as np
 
 from benchmark.errors import OodbenchError
 
-SHOTS = (1, 2, 4, 8, 16)
-DEFAULT_SEEDS = (1, 2, 3)
 VAL_PER_CLASS = 16
 
 

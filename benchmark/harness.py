@@ -1,24 +1,29 @@
-"""run(...) -> rows: one fit, then every score on every OOD set, written as one Parquet file.
+"""One run, in five named stages: every entry point (run, sweep, reproduce, demo, benchmarks) calls these.
 
-Data flow: resolve suite, backbone, method and scores (all names checked before any work) ->
-load and verify datasets -> cached features -> fit on the few-shot split -> logits once per test
-set -> every score -> metrics -> rows with provenance -> atomic Parquet write.
+1. `resolve`  RunKey -> Resolved: names checked, the method's effective config built, the scores chosen
+              (only those that apply to the method's output); nothing is loaded yet.
+2. `prepare`  -> Prepared: datasets loaded and verified against their pins, the few-shot split drawn,
+              the class names read, the backbone's identity known (the model is loaded only if needed).
+3. `fit`      -> a fitted Method: features of the split come from the feature cache.
+4. `outputs`  -> RunOutputs: every test image goes through `predict` once, in fixed-size batches of a
+              seeded interleaving of the ID test set and every OOD set (no dataset boundaries, so a
+              method cannot tell them apart by call order), and is reassembled per dataset.
+5. `rows`     -> result rows (every score on every OOD set, with metrics and provenance) and the
+              per-sample scores.
+`run` chains them, reads and writes the output cache (a repeated run, or one that only adds a score,
+skips stages 3-4), and writes the per-sample scores sidecar and the result file atomically.
 """
 
 from __future__ import annotations
 
-import functools
+import inspect
 import json
-import os
-import platform
-import random
-import subprocess
+import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,15 +31,36 @@ import torch
 
 import benchmark
 from benchmark.backbones import Backbone, BackboneIdentity, load_backbone, remember_identity, remembered_identity
-from benchmark.data import LoadedDataset, load_dataset
+from benchmark.config import Execution, RunKey
+from benchmark.data import LoadedDataset, load_dataset, read_classnames
 from benchmark.encoders import view_kind
-from benchmark.errors import OodbenchError
+from benchmark.errors import OodbenchError, user_code_error
 from benchmark.features import default_cache_dir, extract_features, text_features
 from benchmark.fewshot import FewShotSplit, fewshot_split
+from benchmark.hashing import sha256_file
 from benchmark.metrics import id_accuracy, ood_metrics
-from benchmark.output_cache import DatasetOutputs, OutputCache, OutputKey, code_fingerprint
+from benchmark.output_cache import DatasetOutputs, OutputCache, OutputKey, RunOutputs, code_fingerprint
 from benchmark.progress import Progress
-from benchmark.results import run_stem, write_results
+from benchmark.protocols import EXTRA_DATA, LANGUAGE_MODEL
+from benchmark.provenance import (
+    device_description,
+    git_commit,
+    measure,
+    package_versions,
+    resolve_device,
+    seed_everything,
+)
+from benchmark.results import (
+    SCHEMA_VERSION,
+    ResultRow,
+    rows_frame,
+    run_stem,
+    score_column,
+    scores_frame,
+    scores_path,
+    write_results,
+    write_scores,
+)
 from benchmark.suites import SUITES, SuiteSpec
 from methods import load_methods
 from methods.base import (
@@ -42,95 +68,176 @@ from methods.base import (
     FeatureBatch,
     FitData,
     Method,
+    MethodConfig,
     MethodContext,
+    MethodOutput,
     canonical_config,
     config_hash,
+    fits_split,
     make_config,
 )
-from methods.scores import SCORES, Score
+from methods.scores import SCORES, ScoreInput, ScoreSpec, parse_score, score_spec
 
-PREDICT_BATCH = 4096
-PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "datasets", "pyarrow", "pandas", "scikit-learn")
+STREAM_BATCH = 256  # test images per predict call
+STREAM_SALT = 0x5EED  # keeps the stream's permutation apart from other draws of the same seed
+
+
+# ---------------------------------------------------------------- stage results
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Stage 1: what will run."""
+
+    key: RunKey
+    suite: SuiteSpec
+    method_cls: type[Method]
+    config: MethodConfig
+    config_json: str
+    config_hash: str
+    scores: list[ScoreSpec]
+    not_applicable: list[str]  # registered scores this method's output cannot feed
+
+    @property
+    def shots(self) -> int:
+        return self.key.shots
+
+    @property
+    def test_sets(self) -> list[str]:
+        """The ID test set, then every OOD set in suite order: the datasets the stream mixes."""
+        return [self.suite.id_test] + [name for _, name in self.suite.ood_sets()]
+
+    @property
+    def local_scores(self) -> list[ScoreSpec]:
+        return [s for s in self.scores if s.score.local is not None]
+
+    @property
+    def needs_local(self) -> bool:
+        return bool(self.local_scores) or "local" in self.method_cls.needs
+
+    def stem(self) -> str:
+        return run_stem(
+            suite=self.suite.name,
+            backbone=self.key.backbone,
+            method=self.key.method,
+            config_hash=self.config_hash,
+            shots=self.shots,
+            seed=self.key.seed,
+        )
 
 
 @dataclass
-class RunSpec:
-    """Everything that identifies a run and how to execute it."""
+class Prepared:
+    """Stage 2: the run's data, verified, and where it runs."""
 
-    suite: str
-    backbone: str
-    method: str
-    method_config: dict[str, Any] = field(default_factory=dict)
-    scores: list[str] | None = None  # None: every registered score
-    shots: int = 0
-    seed: int = 1
-    device: str = "auto"
-    precision: str = "fp32"
-    batch_size: int = 256
-    num_workers: int = 0
-    cache_dir: Path | None = None
-    data_root: Path | None = None
-    reuse_outputs: bool = True  # False: refit even if this run's outputs are cached (oodbench reproduce)
+    datasets: dict[str, LoadedDataset]
+    split: FewShotSplit | None
+    classnames: list[str]
+    identity: BackboneIdentity
+    device: torch.device
+    cache_dir: Path
+    execution: Execution
+
+    @property
+    def dataset_hashes(self) -> dict[str, str]:
+        return {name: ds.list_sha256 for name, ds in self.datasets.items()}
+
+
+@dataclass
+class RunFeatures:
+    """The cached feature arrays a run reads: per test set (global, and patch tokens when needed) and, for
+    few-shot methods, of the pool and the split's augmented views."""
+
+    test: list[np.ndarray]
+    test_local: list[np.ndarray] | None = None
+    pool: np.ndarray | None = None
+    pool_local: np.ndarray | None = None
+    views: np.ndarray | None = None
 
 
 @dataclass
 class RunResult:
     rows: pd.DataFrame
     path: Path | None
+    scores_path: Path | None
     cache_hits: dict[str, bool]
     seconds: dict[str, float]
+    not_applicable: list[str] = field(default_factory=list)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OodbenchError(
-            "--device cuda was asked for but torch sees no CUDA device; use --device cpu "
-            "(or auto), or install a CUDA build of torch."
-        )
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise OodbenchError(f"Unknown device {device!r}; use cpu, cuda, cuda:N or auto.")
-    return torch.device(device)
+# ---------------------------------------------------------------- helpers
 
 
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()}"
+def local_key(spec: ScoreSpec) -> str:
+    """The name of a score variant's patch-logit reduction in the outputs (and their cache)."""
+    return f"{spec.name}{spec.config_json}"
 
 
-@functools.cache
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+def stream_order(sizes: list[int], *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded interleaving of every image of the test sets: (dataset index, image index) per position."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    perm = np.random.default_rng([seed, STREAM_SALT]).permutation(int(offsets[-1]))
+    dataset = np.searchsorted(offsets, perm, side="right") - 1
+    return dataset, perm - offsets[dataset]
 
-    out = {"python": platform.python_version()}
-    for p in PACKAGES:
-        try:
-            out[p] = version(p)
-        except PackageNotFoundError:
-            pass
+
+def _gather(arrays: list[np.ndarray], dataset: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Rows (dataset[i], index[i]) of the per-dataset arrays, in batch order, as float32 (sorted reads)."""
+    out = np.empty((len(dataset), *arrays[0].shape[1:]), dtype=np.float32)
+    for d in np.unique(dataset):
+        pos = np.flatnonzero(dataset == d)
+        order = np.argsort(index[pos], kind="stable")
+        out[pos[order]] = arrays[d][index[pos][order]]
     return out
 
 
-@functools.cache
-def git_commit() -> str:
-    """The commit of the oodbench checkout ('-dirty' when it has local changes), or '' outside git; read once
-    per process, since the code a process runs is the code it started with."""
-    root = Path(benchmark.__file__).resolve().parents[1]
+def _tensor(a: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+
+
+def check_output(out: object, *, method: str, n: int, n_classes: int, local: bool) -> MethodOutput:
+    """A predict result is a MethodOutput of torch tensors with one row per image and one column per class."""
+    where = f"Method {method!r} predict"
+    if not isinstance(out, MethodOutput):
+        raise OodbenchError(f"{where} returned {type(out).__name__}; it must return methods.base.MethodOutput.")
+    expected = (n, n_classes)
+    if not isinstance(out.logits, torch.Tensor):
+        raise OodbenchError(
+            f"{where} returned logits as {type(out.logits).__name__}; they must be a torch.Tensor of shape {expected}."
+        )
+    if tuple(out.logits.shape) != expected or not out.logits.is_floating_point():
+        raise OodbenchError(
+            f"{where} returned logits of shape {tuple(out.logits.shape)} ({out.logits.dtype}); "
+            f"expected floats of shape {expected} (one row per image, one column per ID class)."
+        )
+    if not isinstance(out.logit_scale, (int, float)) or not math.isfinite(out.logit_scale) or out.logit_scale <= 0:
+        raise OodbenchError(f"{where} returned logit_scale {out.logit_scale!r}; it must be a positive number.")
+    if local:
+        ll = out.local_logits
+        if not isinstance(ll, torch.Tensor) or ll.ndim != 3 or ll.shape[0] != n or ll.shape[2] != n_classes:
+            shape = tuple(ll.shape) if isinstance(ll, torch.Tensor) else None
+            raise OodbenchError(
+                f"{where} returned local_logits of shape {shape} for a batch with patch features; "
+                f"expected ({n}, patches, {n_classes})."
+            )
+    for name, value in out.extra.items():
+        if not isinstance(value, torch.Tensor) or value.shape[:1] != (n,):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise OodbenchError(
+                f"{where} returned extra[{name!r}] of shape {shape}; extra arrays are torch tensors "
+                f"with one row per image ({n})."
+            )
+    return out
+
+
+def _outside_files(method_cls: type[Method]) -> list[Path]:
+    """The source file of a method that lives outside oodbench (--method-file or a plugin), if any."""
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f"{sha}-dirty" if dirty else sha
+        path = Path(inspect.getfile(method_cls)).resolve()
+    except (TypeError, OSError):
+        return []
+    inside = Path(benchmark.__file__).resolve().parents[1]
+    return [] if inside in path.parents else [path]
 
 
 def is_main_process() -> bool:
@@ -138,18 +245,11 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
 def check_writable(folder: Path) -> None:
     """Fail before any work if results could not be written into `folder`."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".oodbench-write-test-{os.getpid()}"
+        probe = folder / f".oodbench-write-test-{uuid.uuid4().hex[:8]}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
@@ -159,57 +259,18 @@ def check_writable(folder: Path) -> None:
         ) from None
 
 
-def _batch(
-    features: np.ndarray,
-    local: np.ndarray | None,
-    idx: slice | np.ndarray,
-    device: torch.device,
-    views: np.ndarray | None = None,
-) -> FeatureBatch:
-    """Rows `idx` of the cached arrays as tensors; `views` [N, V, D] are already the batch's own rows."""
-
-    def take(a: np.ndarray | None) -> torch.Tensor | None:
-        return None if a is None else torch.from_numpy(np.asarray(a[idx], dtype=np.float32)).to(device)
-
-    v = None if views is None else torch.from_numpy(np.asarray(views, dtype=np.float32)).to(device)
-    return FeatureBatch(
-        global_=take(features), local=take(local), views=None if v is None else v.transpose(0, 1).contiguous()
-    )
-
-
-def views_needed(method_cls: type[Method], config: object) -> int:
-    """How many cached augmented views of the pool `fit` reads (the config's `views`), 0 for none."""
-    if "views" not in method_cls.needs:
-        return 0
-    if not hasattr(config, "views"):
-        raise OodbenchError(
-            f"{method_cls.__name__} declares needs={{'views'}} but its Config has no `views` field; "
-            f"add `views: int` (the number of cached augmented views per image)."
-        )
-    return int(config.views)
-
-
-@torch.inference_mode()
-def _predict_and_score(
-    method: Method, features: np.ndarray, local: np.ndarray | None, device: torch.device, scores: list[Score]
-) -> DatasetOutputs:
-    """Logits and every score of one test set, batch by batch: local logits [N, P, C] are never held whole."""
-    logits, values = [], {s.name: [] for s in scores}
-    for start in range(0, len(features), PREDICT_BATCH):
-        out = method.predict(_batch(features, local, slice(start, start + PREDICT_BATCH), device))
-        logits.append(out.logits.float().cpu().numpy())
-        for s in scores:
-            values[s.name].append(s(out).double().cpu().numpy())
-    return DatasetOutputs(np.concatenate(logits), {k: np.concatenate(v) for k, v in values.items()})
+# ---------------------------------------------------------------- the harness
 
 
 class Harness:
-    """Runs RunSpecs; holds loaded backbones and datasets so that a sweep loads each once."""
+    """Runs RunKeys; holds loaded backbones and datasets so that a sweep loads each once."""
 
     def __init__(self, *, progress: Progress | None = None) -> None:
         self.progress = progress or Progress(enabled=False)
         self._backbones: dict[tuple[str, str], Backbone] = {}
-        self._datasets: dict[str, LoadedDataset] = {}
+        self._datasets: dict[tuple[str, str], LoadedDataset] = {}
+
+    # -- shared loading
 
     def backbone(self, name: str, device: torch.device, cache_dir: Path) -> Backbone:
         key = (name, str(device))
@@ -226,221 +287,459 @@ class Harness:
         return remembered_identity(name, cache_dir=cache_dir) or self.backbone(name, device, cache_dir).identity
 
     def dataset(self, name: str, suite: SuiteSpec, data_root: Path | None) -> LoadedDataset:
-        if name not in self._datasets:
-            self._datasets[name] = load_dataset(suite.datasets()[name], data_root=data_root)
-        return self._datasets[name]
+        key = (name, str(data_root))
+        if key not in self._datasets:
+            self._datasets[key] = load_dataset(suite.datasets()[name], data_root=data_root)
+        return self._datasets[key]
 
-    def run(self, spec: RunSpec, *, out: Path | None = None, results_dir: Path | None = None) -> RunResult:
+    # -- stage 1
+
+    def resolve(self, key: RunKey) -> Resolved:
+        """Check every name and number of the key and build the method's config and score list; no data is read."""
+        load_methods()
+        suite = SUITES.get(key.suite)
+        method_cls = METHODS.get(key.method)
+        if fits_split(method_cls) and key.shots < 1:
+            raise OodbenchError(f"Method {key.method!r} trains on a few-shot split: pass --shots (1, 2, 4, 8 or 16).")
+        if not fits_split(method_cls) and key.shots != 0:
+            raise OodbenchError(
+                f"Method {key.method!r} is {method_cls.protocol} and uses no training images; drop "
+                f"--shots (or pass --shots 0)."
+            )
+        config = make_config(method_cls, key.config, family=suite.family)
+        cfg_json = canonical_config(config)
+        provides = frozenset(method_cls.provides)
+        if key.scores:
+            scores = list(dict.fromkeys(parse_score(s) for s in key.scores))
+            for s in scores:
+                if not s.score.applies_to(provides):
+                    missing = ", ".join(sorted(s.score.requires - provides))
+                    raise OodbenchError(
+                        f"Score {s.name!r} reads {missing}, which method {key.method!r} does not "
+                        f"provide; drop it from --scores (`oodbench list scores` says what each reads)."
+                    )
+            not_applicable = []
+        else:
+            applicable = [s for s in SCORES.names() if SCORES.get(s).applies_to(provides)]
+            scores = [score_spec(s) for s in applicable]
+            not_applicable = [s for s in SCORES.names() if s not in applicable]
+        return Resolved(
+            key=key,
+            suite=suite,
+            method_cls=method_cls,
+            config=config,
+            config_json=cfg_json,
+            config_hash=config_hash(key.method, cfg_json),
+            scores=scores,
+            not_applicable=not_applicable,
+        )
+
+    # -- stage 2
+
+    def prepare(self, resolved: Resolved, execution: Execution) -> Prepared:
+        """Load and verify the datasets, draw the few-shot split, read the class names, identify the backbone."""
+        suite, data_root = resolved.suite, execution.data_root
+        device = resolve_device(execution.device)
+        cache_dir = Path(execution.cache_dir) if execution.cache_dir else default_cache_dir()
+        names = resolved.test_sets + ([suite.pool] if fits_split(resolved.method_cls) else [])
+        datasets = {name: self.dataset(name, suite, data_root) for name in names}
+        classnames = read_classnames(suite.classnames, data_root=data_root)
+        labels = datasets[suite.id_test].labels
+        if labels.size and (labels.min() < 0 or labels.max() >= len(classnames)):
+            raise OodbenchError(
+                f"Dataset {suite.id_test!r} has labels outside 0..{len(classnames) - 1}, but suite "
+                f"{suite.name!r} has {len(classnames)} class names ({suite.classnames}); the data "
+                f"or the class-name file is not the one the suite expects."
+            )
+        split = None
+        if fits_split(resolved.method_cls):
+            pool = datasets[suite.pool]
+            split = fewshot_split(
+                pool.labels, shots=resolved.shots, seed=resolved.key.seed, pool_sha256=pool.list_sha256
+            )
+        identity = self.identity(resolved.key.backbone, device, cache_dir)
+        return Prepared(
+            datasets=datasets,
+            split=split,
+            classnames=classnames,
+            identity=identity,
+            device=device,
+            cache_dir=cache_dir,
+            execution=execution,
+        )
+
+    def _extract(
+        self, prepared: Prepared, backbone: Backbone, dataset: LoadedDataset, kind: str, cache_hits: dict[str, bool]
+    ) -> np.ndarray:
+        ex = prepared.execution
+        f = extract_features(
+            backbone,
+            dataset,
+            cache_dir=prepared.cache_dir,
+            kind=kind,
+            precision=ex.precision,
+            batch_size=ex.batch_size,
+            num_workers=ex.num_workers,
+            progress=self.progress,
+        )
+        cache_hits[f"{dataset.spec.name}:{kind}"] = f.cache_hit
+        return f.array
+
+    def features(
+        self, resolved: Resolved, prepared: Prepared, *, cache_hits: dict[str, bool] | None = None
+    ) -> RunFeatures:
+        """Every cached feature array the run reads (encoded now where the cache lacks it): part of preparing
+        the data, done only when the run's outputs are not cached, and not counted in the method's cost."""
+        cache_hits = {} if cache_hits is None else cache_hits
+        backbone = self.backbone(resolved.key.backbone, prepared.device, prepared.cache_dir)
+        sets = [prepared.datasets[n] for n in resolved.test_sets]
+        feats = RunFeatures(
+            test=[self._extract(prepared, backbone, ds, "global", cache_hits) for ds in sets],
+            test_local=[self._extract(prepared, backbone, ds, "local", cache_hits) for ds in sets]
+            if resolved.needs_local
+            else None,
+        )
+        split, cls = prepared.split, resolved.method_cls
+        if split is not None:
+            pool = prepared.datasets[resolved.suite.pool]
+            feats.pool = self._extract(prepared, backbone, pool, "global", cache_hits)
+            if "local" in cls.needs:
+                feats.pool_local = self._extract(prepared, backbone, pool, "local", cache_hits)
+            n_views = int(getattr(resolved.config, "views", 0)) if "views" in cls.needs else 0
+            if n_views:  # augmented views only of the split's images (not the whole pool: ImageNet's is 1.28M)
+                subset = pool.subset(split.train, tag=split.sha256[:16])
+                feats.views = self._extract(prepared, backbone, subset, view_kind(n_views), cache_hits)
+        return feats
+
+    # -- stage 3
+
+    def build_method(self, resolved: Resolved, prepared: Prepared) -> Method:
+        """The method with its context: the backbone, class names, zero-shot classifier, device and seeded generator."""
+        device, cache_dir = prepared.device, prepared.cache_dir
+        backbone = self.backbone(resolved.key.backbone, device, cache_dir)
+        generator = seed_everything(resolved.key.seed)
+        classnames = prepared.classnames
+
+        def classifier(templates: list[str]) -> torch.Tensor:
+            return text_features(backbone, classnames, templates, cache_dir=cache_dir)
+
+        context = MethodContext(
+            backbone=backbone,
+            classnames=classnames,
+            text_features=classifier(resolved.suite.prompt_templates()),
+            device=device,
+            generator=generator,
+            text_classifier=classifier,
+        )
+        try:
+            return resolved.method_cls(config=resolved.config, context=context)
+        except OodbenchError:
+            raise
+        except Exception as err:
+            raise user_code_error(f"Method {resolved.key.method!r} (building it from its config)", err) from err
+
+    def fit_data(self, resolved: Resolved, prepared: Prepared, features: RunFeatures) -> FitData | None:
+        """What `fit` receives: the split's cached features (and views) and the pool's validation part; None
+        for methods that are not fitted."""
+        split, device = prepared.split, prepared.device
+        if split is None:
+            return None
+        labels = torch.from_numpy(prepared.datasets[resolved.suite.pool].labels).to(device)
+
+        def batch(idx: np.ndarray, views: np.ndarray | None = None) -> FeatureBatch:
+            v = _tensor(views, device)
+            local = None if features.pool_local is None else _tensor(features.pool_local[idx], device)
+            return FeatureBatch(
+                global_=_tensor(features.pool[idx], device),
+                local=local,
+                views=None if v is None else v.transpose(0, 1).contiguous(),
+            )
+
+        return FitData(
+            train=batch(split.train, features.views),
+            labels=labels[split.train],
+            val=batch(split.val),
+            val_labels=labels[split.val],
+            shots=split.shots,
+        )
+
+    def fit(self, resolved: Resolved, prepared: Prepared, features: RunFeatures) -> Method:
+        """Build the method and, for few-shot methods, fit it on the split's cached features."""
+        method = self.build_method(resolved, prepared)
+        data = self.fit_data(resolved, prepared, features)
+        if data is not None:
+            try:
+                with torch.enable_grad():
+                    method.fit(data)
+            except OodbenchError:
+                raise
+            except Exception as err:
+                raise user_code_error(f"Method {resolved.key.method!r} fit", err) from err
+        return method
+
+    # -- stage 4
+
+    @torch.inference_mode()
+    def outputs(self, resolved: Resolved, prepared: Prepared, method: Method, features: RunFeatures) -> RunOutputs:
+        """Every test image through `predict` once, in batches of a seeded interleaving of all test sets,
+        reassembled per dataset in pinned-list order."""
+        names = resolved.test_sets
+        sets = [prepared.datasets[n] for n in names]
+        glob, loc = features.test, features.test_local
+        n_classes = len(prepared.classnames)
+        dataset_idx, image_idx = stream_order([len(ds) for ds in sets], seed=resolved.key.seed)
+        logits = [np.empty((len(ds), n_classes), np.float32) for ds in sets]
+        extra: list[dict[str, np.ndarray]] = [{} for _ in sets]
+        local = [{local_key(s): np.empty(len(ds), np.float64) for s in resolved.local_scores} for ds in sets]
+        scale = None
+        name = resolved.key.method
+        for start in range(0, len(dataset_idx), STREAM_BATCH):
+            d, i = dataset_idx[start : start + STREAM_BATCH], image_idx[start : start + STREAM_BATCH]
+            batch = FeatureBatch(
+                global_=_tensor(_gather(glob, d, i), prepared.device),
+                local=None if loc is None else _tensor(_gather(loc, d, i), prepared.device),
+            )
+            try:
+                out = method.predict(batch)
+            except OodbenchError:
+                raise
+            except Exception as err:
+                raise user_code_error(f"Method {name!r} predict", err) from err
+            out = check_output(
+                out,
+                method=name,
+                n=len(d),
+                n_classes=n_classes,
+                local=batch.local is not None and "local" in resolved.method_cls.provides,
+            )
+            scale = float(out.logit_scale)
+            values = out.logits.float().cpu().numpy()
+            reductions = {
+                local_key(s): s.score.local(out.local_logits, scale, **s.config).double().cpu().numpy()
+                for s in resolved.local_scores
+            }
+            for k in np.unique(d):
+                pos = d == k
+                logits[k][i[pos]] = values[pos]
+                for key, tensor in out.extra.items():
+                    arr = tensor.float().cpu().numpy()
+                    if key not in extra[k]:
+                        extra[k][key] = np.empty((len(sets[k]), *arr.shape[1:]), np.float32)
+                    extra[k][key][i[pos]] = arr[pos]
+                for key, arr in reductions.items():
+                    local[k][key][i[pos]] = arr[pos]
+        return RunOutputs(
+            datasets={n: DatasetOutputs(logits[k], extra[k], local[k]) for k, n in enumerate(names)},
+            logit_scale=float(scale or 1.0),
+        )
+
+    # -- stage 5
+
+    def rows(
+        self, resolved: Resolved, prepared: Prepared, outputs: RunOutputs, *, run_id: str
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Every score on every OOD set as result rows, and the per-sample scores table."""
+        suite, key = resolved.suite, resolved.key
+        id_out = outputs.datasets[suite.id_test]
+        id_labels = prepared.datasets[suite.id_test].labels
+        acc = id_accuracy(id_out.logits, id_labels)
+        per_dataset: dict[str, dict[str, np.ndarray]] = {}
+        for name, o in outputs.datasets.items():
+            label = prepared.datasets[name].labels if name == suite.id_test else np.full(len(o.logits), -1)
+            per_dataset[name] = {"label": label, "pred": o.logits.argmax(axis=1)}
+        columns = {}
+        for spec in resolved.scores:
+            column = columns[local_key(spec)] = score_column(spec.name, spec.config_json)
+            for name, o in outputs.datasets.items():
+                inputs = ScoreInput(
+                    logits=o.logits, logit_scale=outputs.logit_scale, extra=o.extra, local=o.local.get(local_key(spec))
+                )
+                per_dataset[name][column] = spec.score(inputs, spec.config)
+        ex = prepared.execution
+        cls = resolved.method_cls
+        common = dict(
+            suite=suite.name,
+            suite_version=suite.version,
+            backbone=key.backbone,
+            method=key.method,
+            method_config=resolved.config_json,
+            config_hash=resolved.config_hash,
+            shots=resolved.shots,
+            seed=key.seed,
+            id_dataset=suite.id_test,
+            id_acc=acc,
+            id_acc_low=math.nan,
+            id_acc_high=math.nan,
+            protocol=cls.protocol,
+            uses_extra_data=EXTRA_DATA in cls.uses,
+            uses_language_model=LANGUAGE_MODEL in cls.uses,
+            stream_seed=key.seed,
+            stream_batch_size=STREAM_BATCH,
+            run_id=run_id,
+            created_at=datetime.now(timezone.utc),
+            oodbench_version=benchmark.__version__,
+            git_commit=git_commit(),
+            package_versions=json.dumps(package_versions(), sort_keys=True),
+            device=device_description(prepared.device),
+            precision=ex.precision,
+            weights_sha256=prepared.identity.weights_sha256,
+            tuned_weights_sha256=outputs.tuned_weights_sha256,
+            fewshot_hash=prepared.split.sha256 if prepared.split else "",
+            dataset_hashes=json.dumps(prepared.dataset_hashes, sort_keys=True),
+            scores_sha256="",
+            schema_version=SCHEMA_VERSION,
+            fit_seconds=outputs.fit_seconds,
+            predict_seconds=outputs.predict_seconds,
+            peak_memory_mb=outputs.peak_memory_mb,
+        )
+        rows = []
+        for spec in resolved.scores:
+            column = columns[local_key(spec)]
+            id_scores = per_dataset[suite.id_test][column]
+            for group, name in suite.ood_sets():
+                m = ood_metrics(id_scores, per_dataset[name][column])
+                nan = math.nan
+                rows.append(
+                    ResultRow(
+                        **common,
+                        score=spec.name,
+                        score_config=spec.config_json,
+                        ood_dataset=name,
+                        ood_group=group,
+                        fpr95=m.fpr95,
+                        fpr95_ood_positive=m.fpr95_ood_positive,
+                        auroc=m.auroc,
+                        aupr_in=m.aupr_in,
+                        aupr_out=m.aupr_out,
+                        n_id=m.n_id,
+                        n_ood=m.n_ood,
+                        fpr95_low=nan,
+                        fpr95_high=nan,
+                        fpr95_ood_positive_low=nan,
+                        fpr95_ood_positive_high=nan,
+                        auroc_low=nan,
+                        auroc_high=nan,
+                        aupr_in_low=nan,
+                        aupr_in_high=nan,
+                        aupr_out_low=nan,
+                        aupr_out_high=nan,
+                    )
+                )
+        return rows_frame(rows), scores_frame(per_dataset, columns)
+
+    # -- everything
+
+    def output_key(self, resolved: Resolved, prepared: Prepared) -> OutputKey:
+        ident = prepared.identity
+        return OutputKey(
+            arch=ident.arch,
+            weights_sha256=ident.weights_sha256,
+            preprocess=ident.preprocess_id,
+            precision=prepared.execution.precision,
+            suite=resolved.suite.name,
+            suite_version=resolved.suite.version,
+            dataset_hashes=json.dumps(prepared.dataset_hashes, sort_keys=True),
+            method=resolved.key.method,
+            config_hash=resolved.config_hash,
+            shots=resolved.shots,
+            seed=resolved.key.seed,
+            fewshot_hash=prepared.split.sha256 if prepared.split else "",
+            stream=f"{resolved.key.seed}/{STREAM_BATCH}",
+            code=code_fingerprint(*_outside_files(resolved.method_cls)),
+        )
+
+    def compute(self, resolved: Resolved, prepared: Prepared, cache_hits: dict[str, bool]) -> RunOutputs:
+        """The features, then stages 3 and 4 with their cost measured (the shared frozen features excluded)."""
+        features = self.features(resolved, prepared, cache_hits=cache_hits)
+        with measure(prepared.device) as fit_cost:
+            method = self.fit(resolved, prepared, features)
+        with measure(prepared.device) as predict_cost:
+            outputs = self.outputs(resolved, prepared, method, features)
+        return replace(
+            outputs,
+            fit_seconds=fit_cost.seconds,
+            predict_seconds=predict_cost.seconds,
+            peak_memory_mb=max(fit_cost.peak_memory_mb, predict_cost.peak_memory_mb),
+        )
+
+    def run(
+        self, key: RunKey, execution: Execution, *, out: Path | None = None, results_dir: Path | None = None
+    ) -> RunResult:
+        """Run one key and write its result file (and per-sample scores sidecar); returns the rows."""
         t0 = time.perf_counter()
         seconds: dict[str, float] = {}
-        load_methods()
-        suite = SUITES.get(spec.suite)
-        method_cls = METHODS.get(spec.method)
-        score_names = list(dict.fromkeys(spec.scores)) if spec.scores else SCORES.names()
-        scores = [SCORES.get(s) for s in score_names]
-        config = make_config(method_cls, spec.method_config)
-        shots = spec.shots if method_cls.trains else 0
-        if method_cls.trains and spec.shots < 1:
-            raise OodbenchError(f"Method {spec.method!r} trains on a few-shot split: pass --shots (1, 2, 4, 8 or 16).")
-        if not method_cls.trains and spec.shots not in (0,):
-            raise OodbenchError(
-                f"Method {spec.method!r} is zero-shot and uses no training images; drop --shots (or pass --shots 0)."
-            )
-        cfg_json = canonical_config(config)
-        cfg_hash = config_hash(spec.method, cfg_json)
+        resolved = self.resolve(key)
         run_id = uuid.uuid4().hex
         if out is None:
-            results_dir = Path(results_dir or "results")
-            stem = run_stem(
-                suite=suite.name,
-                backbone=spec.backbone,
-                method=spec.method,
-                config_hash=cfg_hash,
-                shots=shots,
-                seed=spec.seed,
-            )
-            out = results_dir / f"{stem}__{run_id[:8]}.parquet"
+            out = result_path(Path(results_dir or "results"), resolved, run_id)
+        out = Path(out)
         if out.exists():
             raise OodbenchError(f"{out} already exists; results are never overwritten. Choose another --out.")
         if is_main_process():
             check_writable(out.parent)
-        device = resolve_device(spec.device)
-        cache_dir = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
-
-        identity = self.identity(spec.backbone, device, cache_dir)
-        test_sets = [suite.id_test] + [name for _, name in suite.ood_sets()]
-        dataset_hashes = {name: self.dataset(name, suite, spec.data_root).list_sha256 for name in test_sets}
-        split = None
-        if method_cls.trains:
-            pool = self.dataset(suite.pool, suite, spec.data_root)
-            dataset_hashes[suite.pool] = pool.list_sha256
-            split = fewshot_split(pool.labels, shots=shots, seed=spec.seed, pool_sha256=pool.list_sha256)
+        prepared = self.prepare(resolved, execution)
         seconds["load"] = time.perf_counter() - t0
 
-        output_key = OutputKey(
-            arch=identity.arch,
-            weights_sha256=identity.weights_sha256,
-            preprocess=identity.preprocess_id,
-            precision=spec.precision,
-            suite=suite.name,
-            suite_version=suite.version,
-            dataset_hashes=json.dumps(dataset_hashes, sort_keys=True),
-            method=spec.method,
-            config_hash=cfg_hash,
-            shots=shots,
-            seed=spec.seed,
-            fewshot_hash=split.sha256 if split else "",
-            code=code_fingerprint(*_outside_files(method_cls)),
-        )
-        output_cache = OutputCache(cache_dir)
-        outputs = output_cache.load(output_key, datasets=test_sets, scores=score_names) if spec.reuse_outputs else None
+        output_key = self.output_key(resolved, prepared)
+        cache = OutputCache(prepared.cache_dir)
+        local = [local_key(s) for s in resolved.local_scores]
+        outputs = cache.load(output_key, datasets=resolved.test_sets, local=local) if execution.reuse_outputs else None
         cache_hits: dict[str, bool] = {"outputs": outputs is not None}
         if outputs is None:
-            outputs = self._compute(
-                spec, suite, method_cls, config, scores, split, device, cache_dir, cache_hits, seconds
-            )
+            t = time.perf_counter()
+            outputs = self.compute(resolved, prepared, cache_hits)
+            seconds["fit"], seconds["predict"] = outputs.fit_seconds, outputs.predict_seconds
+            seconds["compute"] = time.perf_counter() - t
             if is_main_process():
-                output_cache.save(output_key, outputs)
+                cache.save(output_key, outputs)
 
         t = time.perf_counter()
-        acc = id_accuracy(outputs[suite.id_test].logits, self.dataset(suite.id_test, suite, spec.data_root).labels)
-        meta = {
-            "suite": suite.name,
-            "suite_version": suite.version,
-            "backbone": spec.backbone,
-            "method": spec.method,
-            "method_config": cfg_json,
-            "config_hash": cfg_hash,
-            "shots": shots,
-            "seed": spec.seed,
-            "id_dataset": suite.id_test,
-            "run_id": run_id,
-            "created_at": pd.Timestamp(datetime.now(timezone.utc)),
-            "oodbench_version": benchmark.__version__,
-            "git_commit": git_commit(),
-            "package_versions": json.dumps(package_versions(), sort_keys=True),
-            "device": device_description(device),
-            "weights_sha256": identity.weights_sha256,
-            "fewshot_hash": output_key.fewshot_hash,
-            "dataset_hashes": output_key.dataset_hashes,
-            "precision": spec.precision,
-        }
-        rows = []
-        for s in scores:
-            for group, name in suite.ood_sets():
-                m = ood_metrics(outputs[suite.id_test].scores[s.name], outputs[name].scores[s.name])
-                rows.append(
-                    {
-                        **meta,
-                        "score": s.name,
-                        "ood_dataset": name,
-                        "ood_group": group,
-                        "fpr95": m.fpr95,
-                        "auroc": m.auroc,
-                        "aupr_in": m.aupr_in,
-                        "aupr_out": m.aupr_out,
-                        "id_acc": acc,
-                        "n_id": m.n_id,
-                        "n_ood": m.n_ood,
-                    }
-                )
-        frame = pd.DataFrame(rows)
+        rows, per_sample = self.rows(resolved, prepared, outputs, run_id=run_id)
         seconds["score"] = time.perf_counter() - t
-        if is_main_process():
-            path: Path | None = write_results(frame, out)
-        else:  # under torchrun every rank computes the same rows; rank 0 writes them
-            path = None
+        path = side = None
+        if is_main_process():  # under torchrun every rank computes the same rows; rank 0 writes them
+            rows, path, side = write_run(rows, per_sample, out, save_scores=execution.save_scores)
         seconds["total"] = time.perf_counter() - t0
-        return RunResult(rows=frame, path=path, cache_hits=cache_hits, seconds=seconds)
-
-    def _compute(
-        self,
-        spec: RunSpec,
-        suite: SuiteSpec,
-        method_cls: type[Method],
-        config: object,
-        scores: list[Score],
-        split: FewShotSplit | None,
-        device: torch.device,
-        cache_dir: Path,
-        cache_hits: dict[str, bool],
-        seconds: dict[str, float],
-    ) -> dict[str, DatasetOutputs]:
-        """Features (cached), fit on the few-shot split, then logits and every score on every test set."""
-        backbone = self.backbone(spec.backbone, device, cache_dir)
-        need_local = any(s.needs_local for s in scores) or "local" in method_cls.needs
-
-        def feats(name: str | LoadedDataset, kind: str = "global") -> np.ndarray:
-            ds = self.dataset(name, suite, spec.data_root) if isinstance(name, str) else name
-            f = extract_features(
-                backbone,
-                ds,
-                cache_dir=cache_dir,
-                kind=kind,
-                precision=spec.precision,
-                batch_size=spec.batch_size,
-                num_workers=spec.num_workers,
-                progress=self.progress,
-            )
-            cache_hits[f"{ds.spec.name}:{kind}"] = f.cache_hit
-            return f.array
-
-        t = time.perf_counter()
-        test_sets = [suite.id_test] + [name for _, name in suite.ood_sets()]
-        encoded = {name: (feats(name), feats(name, "local") if need_local else None) for name in test_sets}
-        seconds["features"] = time.perf_counter() - t
-
-        generator = seed_everything(spec.seed)
-        classnames, templates = suite.class_names(data_root=spec.data_root), suite.prompt_templates()
-        context = MethodContext(
-            backbone=backbone,
-            classnames=classnames,
-            templates=templates,
-            text_features=text_features(backbone, classnames, templates, cache_dir=cache_dir),
-            device=device,
-            generator=generator,
-            seed=spec.seed,
+        return RunResult(
+            rows=rows,
+            path=path,
+            scores_path=side,
+            cache_hits=cache_hits,
+            seconds=seconds,
+            not_applicable=resolved.not_applicable,
         )
-        method = method_cls(config=config, context=context)
-        t = time.perf_counter()
-        if split is not None:
-            pool = self.dataset(suite.pool, suite, spec.data_root)
-            pool_g = feats(suite.pool)
-            pool_l = feats(suite.pool, "local") if "local" in method_cls.needs else None
-            n_views = views_needed(method_cls, config)
-            # augmented views only of the split's images (not the whole pool: ImageNet's is 1.28M images)
-            pool_v = feats(pool.subset(split.train, tag=split.sha256[:16]), view_kind(n_views)) if n_views else None
-            labels = torch.from_numpy(pool.labels).to(device)
-            data = FitData(
-                train=_batch(pool_g, pool_l, split.train, device, pool_v),
-                labels=labels[split.train],
-                val=_batch(pool_g, pool_l, split.val, device),
-                val_labels=labels[split.val],
-                shots=split.shots,
-            )
-            with torch.enable_grad():
-                method.fit(data)
-        seconds["fit"] = time.perf_counter() - t
-        t = time.perf_counter()
-        outputs = {name: _predict_and_score(method, g, loc, device, scores) for name, (g, loc) in encoded.items()}
-        seconds["predict"] = time.perf_counter() - t
-        return outputs
 
 
-def _outside_files(method_cls: type[Method]) -> list[Path]:
-    """The source file of a method that lives outside oodbench (--method-file or a plugin), if any."""
-    import inspect
+def result_path(results_dir: Path, resolved: Resolved, run_id: str) -> Path:
+    """Where a run's file goes under a results folder: `<method>/<run stem>__<run id prefix>.parquet`, the
+    layout results/ keeps (one folder per method)."""
+    return results_dir / resolved.key.method / f"{resolved.stem()}__{run_id[:8]}.parquet"
 
+
+def write_run(
+    rows: pd.DataFrame, per_sample: pd.DataFrame, out: Path, *, save_scores: bool
+) -> tuple[pd.DataFrame, Path, Path | None]:
+    """The sidecar first (its sha256 goes into the rows), then the result file; if the result file cannot be
+    written the sidecar is removed again, so nothing half-written is left. Returns the rows as written."""
+    side = None
+    if save_scores:
+        side = write_scores(per_sample, scores_path(out))
+        rows = rows.assign(scores_sha256=sha256_file(side))
     try:
-        path = Path(inspect.getfile(method_cls)).resolve()
-    except (TypeError, OSError):
-        return []
-    inside = Path(benchmark.__file__).resolve().parents[1]
-    return [] if inside in path.parents else [path]
+        return rows, write_results(rows, out), side
+    except BaseException:
+        if side is not None:
+            side.unlink(missing_ok=True)
+        raise
 
 
 def run(
-    spec: RunSpec, *, out: Path | None = None, results_dir: Path | None = None, progress: Progress | None = None
+    key: RunKey,
+    execution: Execution | None = None,
+    *,
+    out: Path | None = None,
+    results_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Run one (suite, backbone, method + config, shots, seed) and write its Parquet file."""
-    return Harness(progress=progress).run(spec, out=out, results_dir=results_dir)
+    return Harness(progress=progress).run(key, execution or Execution(), out=out, results_dir=results_dir)

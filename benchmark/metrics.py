@@ -1,6 +1,6 @@
 """OOD detection metrics, the one implementation in the project.
 
-Convention (DESIGN.md): scores are higher-is-more-ID and ID is the positive class. `fpr95`
+Convention (docs/design.md, docs/fidelity.md): scores are higher-is-more-ID and ID is the positive class. `fpr95`
 follows the MCM/LoCoOp reference evaluation: over the ROC curve's distinct thresholds, the point
 whose TPR is closest to 0.95 (ties go to the higher TPR), reported as its FPR. `aupr_out` is
 average precision with OOD positive on negated scores; this module is the only place a sign flips.
@@ -20,6 +20,7 @@ RECALL_LEVEL = 0.95
 @dataclass(frozen=True)
 class OODMetrics:
     fpr95: float
+    fpr95_ood_positive: float
     auroc: float
     aupr_in: float
     aupr_out: float
@@ -65,6 +66,15 @@ def fpr_at_95_tpr(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     return float(fps[: stop + 1][::-1][best] / ood_scores.size)
 
 
+def fpr_at_95_tpr_ood_positive(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """OOD positive (OpenOOD's convention): the fraction of ID samples flagged as OOD at the first threshold
+    (scanning from most OOD-like) that catches at least 95% of the OOD samples."""
+    id_scores, ood_scores = _check(id_scores, ood_scores)
+    tps, fps = _curve(-ood_scores, -id_scores)
+    first = int(np.argmax(tps / tps[-1] >= RECALL_LEVEL))
+    return float(fps[first] / id_scores.size)
+
+
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     """Area under the ROC curve (ID positive); tied scores count one half."""
     id_scores, ood_scores = _check(id_scores, ood_scores)
@@ -96,6 +106,7 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> OODMetrics:
     id_scores, ood_scores = _check(id_scores, ood_scores)
     return OODMetrics(
         fpr95=fpr_at_95_tpr(id_scores, ood_scores),
+        fpr95_ood_positive=fpr_at_95_tpr_ood_positive(id_scores, ood_scores),
         auroc=auroc(id_scores, ood_scores),
         aupr_in=aupr_in(id_scores, ood_scores),
         aupr_out=aupr_out(id_scores, ood_scores),

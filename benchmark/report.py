@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from rich.table import Table
 
 from benchmark.results import KEY_COLUMNS
+from benchmark.summary import group_means
+from methods.scores import labelled
 
 
 def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def group_means(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per `by` key: mean FPR95/AUROC over the near and over the far OOD sets, and ID accuracy (NaN for a
-    group a key has no rows of). One vectorised pass: a leaderboard holds thousands of runs."""
-    by_group = rows.groupby(by + ["ood_group"], sort=False)[["fpr95", "auroc"]].mean().unstack("ood_group")
-    out = rows.groupby(by, sort=False)[["id_acc"]].mean()
-    for grp in ("near", "far"):
-        for m in ("fpr95", "auroc"):
-            out[f"{grp}_{m}"] = by_group[(m, grp)] if (m, grp) in by_group.columns else np.nan
-    return out.reset_index()
-
-
 def run_table(rows: pd.DataFrame, *, title: str | None = None) -> Table:
     """One run's rows: per score, ID accuracy, FPR95/AUROC on every OOD set, near and far means."""
+    rows = labelled(rows)
     ood = rows[["ood_group", "ood_dataset"]].drop_duplicates()
     table = Table(title=title, caption="FPR95 (lower is better) / AUROC (higher is better), in %")
     table.add_column("score", style="bold")
@@ -34,8 +25,8 @@ def run_table(rows: pd.DataFrame, *, title: str | None = None) -> Table:
         table.add_column(f"{name}\n({grp})", justify="right")
     table.add_column("near mean", justify="right", style="cyan")
     table.add_column("far mean", justify="right", style="cyan")
-    means = group_means(rows, ["score"]).set_index("score")
-    for score, g in rows.groupby("score", sort=False):
+    means = group_means(rows, ["score_label"]).set_index("score_label")
+    for score, g in rows.groupby("score_label", sort=False):
         cells = [score, pct(g["id_acc"].iloc[0])]
         by_set = g.set_index("ood_dataset")
         for _, name in ood.itertuples(index=False):
@@ -50,8 +41,8 @@ def run_table(rows: pd.DataFrame, *, title: str | None = None) -> Table:
 
 def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> Table:
     """Per score: the change of a fine-tuned run against the zero-shot run (percentage points)."""
-    b = group_means(base, ["score"]).set_index("score")
-    t = group_means(tuned, ["score"]).set_index("score")
+    b = group_means(labelled(base), ["score_label"]).set_index("score_label")
+    t = group_means(labelled(tuned), ["score_label"]).set_index("score_label")
     table = Table(
         title=title,
         caption="change in percentage points (FPR95: negative is better; AUROC, ID acc: positive is better)",
@@ -79,8 +70,8 @@ def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> Table
 
 def seed_summary_table(rows: pd.DataFrame, *, title: str | None = None) -> Table:
     """Mean +- std over seeds for each (method, config, shots, score)."""
-    keys = ["backbone", "method", "config_hash", "shots", "score"]
-    per_seed = group_means(rows, keys + ["seed"])
+    keys = ["backbone", "method", "config_hash", "shots", "score_label"]
+    per_seed = group_means(labelled(rows), keys + ["seed"])
     table = Table(title=title, caption="mean ± std over seeds, in %")
     for col in ("method", "shots", "score", "seeds", "ID acc", "near FPR95", "near AUROC", "far FPR95", "far AUROC"):
         table.add_column(col, justify="left" if col in ("method", "score") else "right")
@@ -97,7 +88,8 @@ def seed_summary_table(rows: pd.DataFrame, *, title: str | None = None) -> Table
 def describe_run(rows: pd.DataFrame) -> list[str]:
     """Key and provenance lines of one run for `oodbench show`."""
     r = rows.iloc[0]
-    lines = [f"{c}: {r[c]}" for c in KEY_COLUMNS if c not in ("score", "ood_dataset", "ood_group")]
+    per_row = ("score", "score_config", "ood_dataset", "ood_group")
+    lines = [f"{c}: {r[c]}" for c in KEY_COLUMNS if c not in per_row and c in rows.columns]
     for c in (
         "run_id",
         "created_at",
@@ -107,6 +99,10 @@ def describe_run(rows: pd.DataFrame) -> list[str]:
         "precision",
         "weights_sha256",
         "fewshot_hash",
+        "protocol",
+        "fit_seconds",
+        "predict_seconds",
+        "peak_memory_mb",
     ):
         if c in rows.columns:
             lines.append(f"{c}: {r[c]}")

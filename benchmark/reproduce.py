@@ -1,7 +1,8 @@
 """Re-run the run an entry describes and check every metric; write a verification record.
 
-`reproduce_file` reads a result file, rebuilds each run's RunSpec from its provenance (suite,
-backbone, method + method_config, shots, seed, scores, precision), runs it with the harness into a
+`reproduce_file` reads a result file, rebuilds each run's RunKey from its provenance (suite,
+backbone, method + method_config, shots, seed, scores with their parameters) and runs it with the
+entry's precision through the same harness stages as `oodbench run`, into a
 temporary folder, compares every metric row by row within an absolute tolerance (counts exactly),
 and writes `<record_dir>/<run_id>.json` atomically. Differences in code or data provenance
 (oodbench version, git commit, weights, dataset and few-shot hashes, config hash) are warnings: they
@@ -13,21 +14,22 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from benchmark.config import DEFAULT_RECORD_DIR, DEFAULT_TOLERANCE, Execution, RunKey
 from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
-from benchmark.results import COUNT_COLUMNS, METRIC_COLUMNS, RUN_ID_PATTERN, registered_suites, validate_file
+from benchmark.progress import Progress
+from benchmark.records import RECORD_FORMAT, write_record
+from benchmark.results import COUNT_COLUMNS, METRIC_COLUMNS, registered_suites, validate_file
+from methods.scores import spec_from_row
 
-RECORD_FORMAT = "oodbench-verification/1"
-DEFAULT_TOLERANCE = 0.005  # absolute, on metrics stored in [0, 1]: half a percentage point
-DEFAULT_RECORD_DIR = Path("results") / "verifications"
-ROW_KEY = ("score", "ood_dataset")
+ROW_KEY = ("score", "score_config", "ood_dataset")
 WARN_IF_DIFFERENT = (
     "oodbench_version",
     "git_commit",
@@ -38,21 +40,6 @@ WARN_IF_DIFFERENT = (
     "id_dataset",
     "ood_group",
 )
-STATUSES = ("verified", "mismatch")
-RECORD_FIELDS = {
-    "format": str,
-    "run_id": str,
-    "status": str,
-    "entry_file": str,
-    "entry_sha256": str,
-    "tolerance": float,
-    "max_abs_diff": float,
-    "compared": int,
-    "mismatches": list,
-    "warnings": list,
-    "checked_at": str,
-    "reproduced": dict,
-}
 
 
 @dataclass
@@ -73,79 +60,55 @@ class Reproduction:
         return self.status == "verified"
 
 
-def spec_from_rows(
-    rows: pd.DataFrame,
-    *,
-    device: str,
-    cache_dir: Path | None,
-    data_root: Path | None,
-    batch_size: int,
-    num_workers: int,
-):
-    """The RunSpec that reproduces one run (rows of one run_id), built only from its recorded fields."""
-    from benchmark.harness import RunSpec
+def run_key_from_rows(rows: pd.DataFrame) -> RunKey:
+    """The RunKey that reproduces one run (rows of one run_id), built only from its recorded fields."""
+    first = rows.iloc[0]
+    if "score_config" in rows.columns:
+        pairs = rows[["score", "score_config"]].drop_duplicates().itertuples(index=False)
+        scores = tuple(spec_from_row(name, cfg).label for name, cfg in pairs)
+    else:  # a file from before scores had parameters: their defaults
+        scores = tuple(dict.fromkeys(rows["score"]))
+    return replace(RunKey.from_rows(first), scores=scores)
 
-    r = rows.iloc[0]
-    precision = str(r["precision"]) if "precision" in rows.columns and isinstance(r["precision"], str) else "fp32"
-    return RunSpec(
-        suite=str(r["suite"]),
-        backbone=str(r["backbone"]),
-        method=str(r["method"]),
-        method_config=json.loads(r["method_config"]),
-        scores=sorted(set(rows["score"])),
-        shots=int(r["shots"]),
-        seed=int(r["seed"]),
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        cache_dir=cache_dir,
-        data_root=data_root,
-        reuse_outputs=False,
-    )
+
+def execution_for(rows: pd.DataFrame, execution: Execution) -> Execution:
+    """How to re-run: the reviewer's machine settings with the entry's precision, never from the output cache."""
+    precision = str(rows.iloc[0].get("precision") or "fp32")
+    return replace(execution, precision=precision, reuse_outputs=False)
 
 
 def compare_rows(entry: pd.DataFrame, reproduced: pd.DataFrame, *, tolerance: float) -> tuple[list[dict], float, int]:
     """Mismatches (metric beyond `tolerance`, count differing, row missing), the largest metric difference,
-    and how many values were compared."""
+    and how many values were compared. Rows are matched by score (with its parameters) and OOD set; a file
+    from before score parameters existed is matched by score name."""
+    key = [c for c in ROW_KEY if c in entry.columns]
+    metrics = [m for m in METRIC_COLUMNS if m in entry.columns]
+    ours = reproduced.set_index(key)
     mismatches: list[dict[str, Any]] = []
-    ours = reproduced.set_index(list(ROW_KEY))
     max_diff, compared = 0.0, 0
     for _, row in entry.iterrows():
-        key = tuple(row[c] for c in ROW_KEY)
-        if key not in ours.index:
+        k = tuple(row[c] for c in key)
+        where = {"score": row["score"], "score_config": row.get("score_config", ""), "ood_dataset": row["ood_dataset"]}
+        if k not in ours.index:
             mismatches.append(
-                {
-                    "score": key[0],
-                    "ood_dataset": key[1],
-                    "metric": "(row)",
-                    "problem": "the re-run produced no row for this score and OOD set",
-                }
+                {**where, "metric": "(row)", "problem": "the re-run produced no row for this score and OOD set"}
             )
             continue
-        got = ours.loc[key]
-        for m in METRIC_COLUMNS:
+        got = ours.loc[k]
+        for m in metrics:
             diff = abs(float(row[m]) - float(got[m]))
             compared += 1
             max_diff = max(max_diff, diff)
             if not diff <= tolerance:
                 mismatches.append(
-                    {
-                        "score": key[0],
-                        "ood_dataset": key[1],
-                        "metric": m,
-                        "entry": float(row[m]),
-                        "reproduced": float(got[m]),
-                        "abs_diff": diff,
-                    }
+                    {**where, "metric": m, "entry": float(row[m]), "reproduced": float(got[m]), "abs_diff": diff}
                 )
         for c in COUNT_COLUMNS:
             compared += 1
             if int(row[c]) != int(got[c]):
                 mismatches.append(
                     {
-                        "score": key[0],
-                        "ood_dataset": key[1],
+                        **where,
                         "metric": c,
                         "entry": int(row[c]),
                         "reproduced": int(got[c]),
@@ -176,17 +139,12 @@ def provenance_warnings(entry: pd.DataFrame, reproduced: pd.DataFrame) -> list[s
 def reproduce_file(
     path: Path,
     *,
+    execution: Execution,
     tolerance: float = DEFAULT_TOLERANCE,
     record_dir: Path = DEFAULT_RECORD_DIR,
-    device: str = "auto",
-    cache_dir: Path | None = None,
-    data_root: Path | None = None,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    progress=None,
+    progress: Progress | None = None,
 ) -> list[Reproduction]:
     """Re-run every run in the result file `path`, compare, and write one verification record per run."""
-    from benchmark.features import write_json_atomic
     from benchmark.harness import Harness
 
     if not (0 <= tolerance < 1):
@@ -205,16 +163,10 @@ def reproduce_file(
     harness = Harness(progress=progress)
     out: list[Reproduction] = []
     for run_id, rows in check.rows.groupby("run_id", sort=False):
-        spec = spec_from_rows(
-            rows,
-            device=device,
-            cache_dir=cache_dir,
-            data_root=data_root,
-            batch_size=batch_size,
-            num_workers=num_workers,
-        )
         with tempfile.TemporaryDirectory(prefix="oodbench-reproduce-") as tmp:
-            result = harness.run(spec, out=Path(tmp) / "reproduced.parquet")
+            result = harness.run(
+                run_key_from_rows(rows), execution_for(rows, execution), out=Path(tmp) / "reproduced.parquet"
+            )
         again = result.rows
         mismatches, max_diff, compared = compare_rows(rows, again, tolerance=tolerance)
         status = "mismatch" if mismatches else "verified"
@@ -241,14 +193,7 @@ def reproduce_file(
                 "package_versions": json.loads(r["package_versions"]),
             },
         }
-        record_path = Path(record_dir) / f"{run_id}.json"
-        try:
-            write_json_atomic(record_path, record)
-        except OSError as err:
-            raise OodbenchError(
-                f"Cannot write the verification record {record_path}: {err.strerror}. Pass "
-                f"--record-dir pointing at a writable folder."
-            ) from None
+        record_path = write_record(Path(record_dir) / f"{run_id}.json", record)
         out.append(
             Reproduction(
                 run_id=str(run_id),
@@ -262,49 +207,3 @@ def reproduce_file(
             )
         )
     return out
-
-
-def validate_record(record: object) -> list[str]:
-    """Problems of one verification record (the JSON `reproduce_file` writes); [] when it is valid."""
-    if not isinstance(record, dict):
-        return ["a verification record must be a JSON object"]
-    problems = []
-    for name, kind in RECORD_FIELDS.items():
-        value = record.get(name)
-        if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, kind)
-        if not ok:
-            problems.append(f"field {name!r} must be a {kind.__name__}")
-    if problems:
-        return problems
-    if record["format"] != RECORD_FORMAT:
-        problems.append(f"format is {record['format']!r}; this oodbench reads {RECORD_FORMAT!r}")
-    if record["status"] not in STATUSES:
-        problems.append(f"status must be one of {STATUSES}")
-    if not RUN_ID_PATTERN.match(record["run_id"]):
-        problems.append("run_id must be 8-64 letters, digits, '-' or '_'")
-    if record["status"] == "verified" and record["mismatches"]:
-        problems.append("a verified record cannot list mismatches")
-    return problems
-
-
-def read_verifications(folder: Path) -> tuple[dict[str, dict], list[tuple[Path, list[str]]]]:
-    """Valid records in `folder` by run_id, and (path, problems) for each invalid one."""
-    records: dict[str, dict] = {}
-    bad: list[tuple[Path, list[str]]] = []
-    for p in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
-        try:
-            record = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            bad.append((p, [f"not readable JSON ({type(err).__name__}: {err})"]))
-            continue
-        problems = validate_record(record)
-        if not problems and p.stem != record["run_id"]:
-            problems = [f"the file is named {p.name} but describes run {record['run_id']}"]
-        if problems:
-            bad.append((p, problems))
-        else:
-            records[record["run_id"]] = record
-    return records, bad

@@ -1,4 +1,8 @@
-"""Suite specs: one ID dataset, its few-shot pool, and near/far OOD groups, versioned."""
+"""Suite specs: one ID dataset, its few-shot pool, and near/far OOD groups, versioned.
+
+A suite is pure description; its class names are read by benchmark.data.read_classnames (they may
+live under the user's data root) and its prompt templates from benchmark/prompts/templates.json.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.datasets import DATASETS, DatasetSpec, load_families, read_classnames
+from benchmark.datasets import DATASETS, DatasetSpec, load_families
 from benchmark.errors import OodbenchError
 from benchmark.registry import Registry
 
@@ -15,8 +19,24 @@ OOD_GROUPS = ("near", "far")
 
 
 @dataclass(frozen=True)
+class SuiteVersion:
+    """What an earlier version of a suite measured, kept so that its result files still validate and are
+    shown as that older version (never mixed with the current one)."""
+
+    version: int
+    id_test: str
+    near: tuple[str, ...]
+    far: tuple[str, ...]
+    change: str  # what the next version changed, in a sentence
+
+    def ood_sets(self) -> list[tuple[str, str]]:
+        return [("near", d) for d in self.near] + [("far", d) for d in self.far]
+
+
+@dataclass(frozen=True)
 class SuiteSpec:
-    """What a run measures. Changing data, prompts or scoring bumps `version`."""
+    """What a run measures. Changing data, prompts or scoring bumps `version`; the earlier versions
+    go into `history` (oldest first)."""
 
     name: str
     version: int
@@ -24,12 +44,17 @@ class SuiteSpec:
     pool: str
     near: tuple[str, ...]
     far: tuple[str, ...]
-    classnames: str  # file under benchmark/datasets/classnames/
+    classnames: str  # file under benchmark/datasets/classnames/ (or written under the data root by `data prepare`)
     templates: str  # key of benchmark/prompts/templates.json
+    family: str  # the ID dataset family methods key their per-dataset settings by (Method.family_defaults)
     description: str = ""
+    history: tuple[SuiteVersion, ...] = ()
 
-    def class_names(self, *, data_root: Path | None = None) -> list[str]:
-        return read_classnames(self.classnames, data_root=data_root)
+    def at(self, version: int) -> SuiteVersion | None:
+        """The suite as it was at `version` (the current one included); None for a version it never had."""
+        if version == self.version:
+            return SuiteVersion(self.version, self.id_test, self.near, self.far, change="")
+        return next((h for h in self.history if h.version == version), None)
 
     def prompt_templates(self) -> list[str]:
         return load_templates(self.templates)
@@ -68,6 +93,7 @@ register_suite(
         far=("animal-mnist", "sklearn-digits", "textiles"),
         classnames="fmnist-id6.txt",
         templates="demo",
+        family="demo",
         description="Bundled demo: six Fashion-MNIST classes as ID, the other four as near OOD, "
         "animal silhouettes, digits and textiles as far OOD. Runs offline on a CPU.",
     )
@@ -88,6 +114,7 @@ register_suite(
         far=_FAR,
         classnames="imagenet1k.txt",
         templates="simple",
+        family="imagenet",
         description="ImageNet-1k against the MOS/MCM far OOD sets iNaturalist, SUN, Places and Textures.",
     )
 )
@@ -101,6 +128,7 @@ register_suite(
         far=(),
         classnames="imagenet1k.txt",
         templates="simple",
+        family="imagenet",
         description="ImageNet-1k against near OOD sets: SSB-hard, NINCO and ImageNet-O.",
     )
 )
@@ -114,6 +142,7 @@ register_suite(
         far=(),
         classnames="imagenet10.txt",
         templates="simple",
+        family="imagenet",
         description="MCM's hard near OOD task: ImageNet-10 as ID, the semantically close ImageNet-20 as OOD.",
     )
 )
@@ -127,6 +156,7 @@ register_suite(
         far=(),
         classnames="imagenet20.txt",
         templates="simple",
+        family="imagenet",
         description="The reverse of imagenet10-vs-20: ImageNet-20 as ID, ImageNet-10 as OOD.",
     )
 )
@@ -140,6 +170,7 @@ register_suite(
         far=_FAR,
         classnames="imagenet100.txt",
         templates="simple",
+        family="imagenet",
         description="ImageNet-100 (MCM's class list, recorded by `data prepare --class-list`) against the "
         "four far OOD sets.",
     )
@@ -160,6 +191,7 @@ for _stem, _classes, _pool, _what in (
             far=_FAR,
             classnames=_classes,
             templates="simple",
+            family=_stem,
             description=f"{_what} as ID against the four far OOD sets of imagenet1k-far.",
         )
     )

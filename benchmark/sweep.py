@@ -1,37 +1,48 @@
 """Sweeps: every (method, shots, seed) of a suite and backbone, one Parquet file per run, resumable.
 
+The plan is built with the harness's own `resolve` stage, so every name, config value and score is
+checked before any work and a planned run's file name is exactly the one `oodbench run` would write.
 All runs go through one Harness, so datasets, the backbone and cached features load once. A run
 whose file already exists under the results folder (same suite, backbone, method, config hash,
-shots and seed: `results.run_stem`) is skipped, so an interrupted sweep continues where it
-stopped and a finished one costs nothing to re-run. Zero-shot methods do not depend on shots or
-on the seed: they run once, with shots 0 and the first seed.
+shots and seed: `results.run_stem`) is skipped, so an interrupted sweep continues where it stopped
+and a finished one costs nothing to re-run. Methods that do not train on a split run once per seed
+with shots 0; zero-shot ones (which do not depend on the seed) once, with the first seed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from benchmark.config import Execution, RunKey
 from benchmark.errors import OodbenchError
-from benchmark.harness import Harness, RunSpec
+from benchmark.harness import Harness
 from benchmark.progress import Progress
-from benchmark.results import existing_runs, read_results, run_stem
-from benchmark.suites import SUITES
-from methods import load_methods
-from methods.base import METHODS, canonical_config, config_hash, make_config
-from methods.scores import SCORES
+from benchmark.protocols import FEW_SHOT, TEST_TIME
+from benchmark.results import existing_runs, read_results
 
 
 @dataclass(frozen=True)
 class PlannedRun:
-    method: str
-    shots: int
-    seed: int
+    key: RunKey
     stem: str
+
+    @property
+    def method(self) -> str:
+        return self.key.method
+
+    @property
+    def shots(self) -> int:
+        return self.key.shots
+
+    @property
+    def seed(self) -> int:
+        return self.key.seed
 
 
 @dataclass
@@ -46,10 +57,24 @@ class SweepResult:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def plan(*, suite: str, backbone: str, methods: list[str], shots: list[int], seeds: list[int]) -> list[PlannedRun]:
-    """The runs of a sweep, in order; every name and number is checked before any work."""
+def plan(
+    *,
+    suite: str,
+    backbone: str,
+    methods: list[str],
+    shots: list[int],
+    seeds: list[int],
+    scores: list[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    harness: Harness | None = None,
+) -> list[PlannedRun]:
+    """The runs of a sweep, in order; every name and number is checked before any work. `config` overrides
+    apply to every method that has the key (a key no listed method has is an error)."""
+    from methods import METHODS, load_methods
+    from methods.base import config_fields
+
     load_methods()
-    spec = SUITES.get(suite)
+    harness = harness or Harness()
     if not methods:
         raise OodbenchError("--methods is empty; pass comma-separated method names (`oodbench list methods`).")
     if not seeds:
@@ -62,14 +87,33 @@ def plan(*, suite: str, backbone: str, methods: list[str], shots: list[int], see
         )
     if len(set(methods)) != len(methods):
         raise OodbenchError(f"--methods lists a method twice: {methods}.")
+    config = dict(config or {})
+    keys_of = {name: set(config_fields(METHODS.get(name).Config)) for name in methods}
+    unused = sorted(set(config) - set().union(*keys_of.values()))
+    if unused:
+        raise OodbenchError(f"--config key(s) {unused} belong to none of the methods {methods}.")
     runs = []
     for name in methods:
-        cls = METHODS.get(name)
-        cfg_hash = config_hash(name, canonical_config(make_config(cls, None)))
-        combos = [(k, s) for k in shots for s in seeds] if cls.trains else [(0, seeds[0])]
+        protocol = METHODS.get(name).protocol
+        combos = (
+            [(k, s) for k in shots for s in seeds]
+            if protocol == FEW_SHOT
+            else [(0, s) for s in seeds]
+            if protocol == TEST_TIME
+            else [(0, seeds[0])]
+        )
+        overrides = {k: v for k, v in config.items() if k in keys_of[name]}
         for k, s in combos:
-            stem = run_stem(suite=spec.name, backbone=backbone, method=name, config_hash=cfg_hash, shots=k, seed=s)
-            runs.append(PlannedRun(method=name, shots=k, seed=s, stem=stem))
+            key = RunKey(
+                suite=suite,
+                backbone=backbone,
+                method=name,
+                config=overrides,
+                scores=tuple(scores or ()),
+                shots=k,
+                seed=s,
+            )
+            runs.append(PlannedRun(key=key, stem=harness.resolve(key).stem()))
     return runs
 
 
@@ -81,41 +125,36 @@ def run_sweep(
     shots: list[int],
     seeds: list[int],
     scores: list[str] | None = None,
+    config: Mapping[str, Any] | None = None,
     results_dir: Path,
-    cache_dir: Path | None = None,
-    data_root: Path | None = None,
-    device: str = "auto",
+    execution: Execution,
     progress: Progress | None = None,
     on_run: Callable[[PlannedRun, str, float], None] | None = None,
 ) -> SweepResult:
     """Run every planned run not already in `results_dir`; `on_run(run, 'ran'|'skipped', seconds)` reports each."""
-    runs = plan(suite=suite, backbone=backbone, methods=methods, shots=shots, seeds=seeds)
-    for s in scores or []:
-        SCORES.get(s)
-    results_dir = Path(results_dir)
     harness = Harness(progress=progress)
+    runs = plan(
+        suite=suite,
+        backbone=backbone,
+        methods=methods,
+        shots=shots,
+        seeds=seeds,
+        scores=scores,
+        config=config,
+        harness=harness,
+    )
+    results_dir = Path(results_dir)
     result = SweepResult()
     start = time.perf_counter()
     for run in runs:
-        done = existing_runs(results_dir, run.stem)
+        done = existing_runs(results_dir / run.method, run.stem)
         if done:
             result.skipped.append(done[0])
             if on_run:
                 on_run(run, "skipped", 0.0)
             continue
         t = time.perf_counter()
-        spec = RunSpec(
-            suite=suite,
-            backbone=backbone,
-            method=run.method,
-            scores=scores,
-            shots=run.shots,
-            seed=run.seed,
-            device=device,
-            cache_dir=cache_dir,
-            data_root=data_root,
-        )
-        out = harness.run(spec, results_dir=results_dir)
+        out = harness.run(run.key, execution, results_dir=results_dir)
         if out.path is not None:  # under torchrun only rank 0 writes
             result.ran.append(out.path)
         if on_run:

@@ -29,11 +29,12 @@ import torch
 from PIL import Image
 
 from benchmark.backbones import DEMO_BACKBONE, Backbone, load_backbone
+from benchmark.config import PRECISIONS
 from benchmark.data import load_dataset
 from benchmark.datacheck import prepare_dataset
 from benchmark.datasets import DatasetSpec, ImageListSource
-from benchmark.features import PRECISIONS, extract_features
-from benchmark.harness import device_description, resolve_device
+from benchmark.features import AUTOCAST, extract_features
+from benchmark.provenance import device_description, resolve_device
 
 
 def make_images(folder: Path, n: int, size: tuple[int, int]) -> DatasetSpec:
@@ -95,7 +96,7 @@ def time_pipeline(backbone: Backbone, dataset, *, args, work: Path) -> float:
 
 @torch.inference_mode()
 def time_forward(backbone: Backbone, tensors: torch.Tensor, *, args) -> float:
-    dtype = PRECISIONS[args.precision]
+    dtype = AUTOCAST[args.precision]
     device = backbone.device
     batches = [tensors[s : s + args.batch_size] for s in range(0, len(tensors), args.batch_size)]
     sync(device)

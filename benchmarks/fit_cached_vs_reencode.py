@@ -17,60 +17,36 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmark.backbones import DEMO_BACKBONE
-from benchmark.encoders import augment_views, view_kind
-from benchmark.features import extract_features, text_features
-from benchmark.fewshot import fewshot_split
-from benchmark.harness import Harness, seed_everything
-from benchmark.suites import SUITES
+from benchmark.config import Execution, RunKey
+from benchmark.encoders import augment_views
+from benchmark.harness import Harness
 from methods import load_methods
-from methods.base import METHODS, FeatureBatch, FitData, MethodContext, make_config
+from methods.base import METHODS, FeatureBatch, FitData, fits_split
+
+SUITE = "fmnist-ood"
 
 
-def build(harness: Harness, *, suite_name: str, shots: int, views: int, cache_dir: Path):
-    suite = SUITES.get(suite_name)
-    backbone = harness.backbone(DEMO_BACKBONE, torch.device("cpu"), cache_dir)
-    pool = harness.dataset(suite.pool, suite, None)
-    split = fewshot_split(pool.labels, shots=shots, seed=1, pool_sha256=pool.list_sha256)
-
-    def feats(kind: str) -> torch.Tensor:
-        return torch.from_numpy(
-            np.asarray(extract_features(backbone, pool, cache_dir=cache_dir, kind=kind).array, np.float32)
-        )
-
-    g, loc, v = feats("global"), feats("local"), feats(view_kind(views))
-    labels = torch.from_numpy(pool.labels)
-    data = FitData(
-        train=FeatureBatch(
-            global_=g[split.train], local=loc[split.train], views=v[split.train].transpose(0, 1).contiguous()
-        ),
-        labels=labels[split.train],
-        val=FeatureBatch(global_=g[split.val], local=loc[split.val]),
-        val_labels=labels[split.val],
+def stages(harness: Harness, name: str, *, shots: int, overrides: dict, execution: Execution):
+    """The harness's own stages up to fit: (method ready to fit, its FitData, the split's preprocessed images)."""
+    fields = set(METHODS.get(name).Config.__dataclass_fields__)
+    key = RunKey(
+        suite=SUITE,
+        backbone=DEMO_BACKBONE,
+        method=name,
         shots=shots,
-    )
-    images = torch.stack([backbone.preprocess(pool.get_image(int(i))) for i in split.train])
-    text = text_features(backbone, suite.class_names(), suite.prompt_templates(), cache_dir=cache_dir)
-    return suite, backbone, data, images, text
-
-
-def make(name: str, suite, backbone, text, overrides: dict):
-    cls = METHODS.get(name)
-    fields = {f for f in cls.Config.__dataclass_fields__}
-    cfg = make_config(cls, {k: v for k, v in overrides.items() if k in fields})
-    ctx = MethodContext(
-        backbone=backbone,
-        classnames=suite.class_names(),
-        templates=suite.prompt_templates(),
-        text_features=text,
-        device=torch.device("cpu"),
-        generator=seed_everything(1),
         seed=1,
+        config={k: v for k, v in overrides.items() if k in fields},
     )
-    return cls(config=cfg, context=ctx)
+    resolved = harness.resolve(key)
+    prepared = harness.prepare(resolved, execution)
+    features = harness.features(resolved, prepared)
+    pool = prepared.datasets[resolved.suite.pool]
+    backbone = harness.backbone(DEMO_BACKBONE, prepared.device, prepared.cache_dir)
+    images = torch.stack([backbone.preprocess(pool.get_image(int(i))) for i in prepared.split.train])
+    return harness.build_method(resolved, prepared), harness.fit_data(resolved, prepared, features), images, backbone
 
 
 def timed_fit(method, data: FitData) -> float:
@@ -81,7 +57,7 @@ def timed_fit(method, data: FitData) -> float:
 
 
 def reencoding_pick(backbone, images: torch.Tensor):
-    """A stand-in for methods.common.pick_views that encodes a fresh random crop + flip of each image."""
+    """A stand-in for methods.shared.training.pick_views that encodes a fresh random crop + flip of each image."""
 
     def pick(train: FeatureBatch, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         seeds = torch.randint(0, 2**31 - 1, (len(idx),), generator=generator).tolist()
@@ -106,13 +82,8 @@ def main() -> None:
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="oodbench-bench-"))
     overrides = {"epochs": args.epochs} if args.epochs else {}
     harness = Harness()
-    suite, backbone, data, images, text = build(
-        harness, suite_name="fmnist-ood", shots=args.shots, views=10, cache_dir=cache_dir
-    )
-    print(
-        f"demo suite, {args.shots} shots ({len(data.labels)} images), {args.threads} thread(s), "
-        f"median of {args.repeats} repeats"
-    )
+    execution = Execution(device="cpu", cache_dir=cache_dir)
+    print(f"demo suite, {args.shots} shots, {args.threads} thread(s), median of {args.repeats} repeats")
     print(f"{'method':<14}{'cached s':>10}{'re-encode s':>13}{'ratio':>8}")
     for name in args.methods.split(","):
         module = __import__(METHODS.get(name).__module__, fromlist=["pick_views"])
@@ -120,19 +91,26 @@ def main() -> None:
             raise SystemExit(f"{name} does not draw training features through pick_views; pick another method.")
         cached, reencoded = [], []
         for _ in range(args.repeats):
-            cached.append(timed_fit(make(name, suite, backbone, text, overrides), data))
+            method, data, images, backbone = stages(
+                harness, name, shots=args.shots, overrides=overrides, execution=execution
+            )
+            cached.append(timed_fit(method, data))
+            method, data, images, backbone = stages(
+                harness, name, shots=args.shots, overrides=overrides, execution=execution
+            )
             original = module.pick_views
             module.pick_views = reencoding_pick(backbone, images)
             try:
-                reencoded.append(timed_fit(make(name, suite, backbone, text, overrides), data))
+                reencoded.append(timed_fit(method, data))
             finally:
                 module.pick_views = original
         c, r = statistics.median(cached), statistics.median(reencoded)
         print(f"{name:<14}{c:>10.2f}{r:>13.2f}{r / c:>7.1f}x")
-    print(f"\nfit time of every method that trains, on cached features ({args.shots} shots):")
+    print(f"\nfit time of every few-shot method, on cached features ({args.shots} shots):")
     for name in METHODS.names():
-        if METHODS.get(name).trains:
-            print(f"{name:<14}{timed_fit(make(name, suite, backbone, text, overrides), data):>10.2f} s")
+        if fits_split(METHODS.get(name)):
+            method, data, _, _ = stages(harness, name, shots=args.shots, overrides=overrides, execution=execution)
+            print(f"{name:<14}{timed_fit(method, data):>10.2f} s")
 
 
 if __name__ == "__main__":

@@ -18,25 +18,36 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize
-from methods.common import head_output, pick_views, train
+from methods.base import (
+    FEW_SHOT,
+    METHODS,
+    FeatureBatch,
+    FitData,
+    Method,
+    MethodConfig,
+    MethodOutput,
+    l2_normalize,
+    param,
+)
+from methods.shared.training import head_output, pick_views, train
 
 
 @dataclass(frozen=True)
 class PromptBiasConfig(MethodConfig):
-    """Hyperparameters with defaults; cite where each default comes from (paper section or code)."""
+    """Hyperparameters with defaults; cite where each default comes from (paper section or code). `param`
+    adds the bounds a --config value is checked against before any work."""
 
-    lr: float = 0.01
-    epochs: int = 20
-    batch_size: int = 32
-    weight_decays: tuple[float, ...] = (0.0, 1e-3, 1e-1)  # candidates, chosen on FitData.val
-    views: int = 4  # cached augmented views per pool image (needs "views"); recorded in every result row
+    lr: float = param(0.01, low=1e-8, high=10.0)
+    epochs: int = param(20, low=1, high=1000)
+    batch_size: int = param(32, low=1, high=65536)
+    weight_decays: tuple[float, ...] = param((0.0, 1e-3, 1e-1), low=0.0, high=1.0)  # candidates, chosen on val
+    views: int = param(4, low=0, high=64)  # cached augmented views per pool image (needs "views"); in every row
 
 
 @METHODS.register("my_prompt_bias")
 class PromptBias(Method):
     Config = PromptBiasConfig
-    trains = True  # False for a zero-shot method: run with shots 0 and never fitted
+    protocol = FEW_SHOT  # ZERO_SHOT: never fitted, run with shots 0; TEST_TIME: adapts over the test stream
     needs = frozenset({"views"})  # extra cached features fit/predict read: "views", "local" (patch tokens)
     paper = "Your Name. Your Paper Title. Venue Year."
 

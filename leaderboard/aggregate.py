@@ -10,7 +10,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from benchmark.report import group_means
+from benchmark.summary import group_means
 from leaderboard.reported import GROUP_MEAN
 
 ENTRY_KEY = ["suite", "backbone", "method", "config_hash", "shots"]

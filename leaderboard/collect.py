@@ -13,8 +13,8 @@ import pandas as pd
 
 from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
-from benchmark.reproduce import read_verifications
-from benchmark.results import registered_suites, validate_file
+from benchmark.records import read_verifications
+from benchmark.results import registered_suites, result_files, validate_file
 from leaderboard.reported import validate_reported_file
 
 REPORTED_DIR = "reported"
@@ -53,7 +53,7 @@ def collect(results_dir: Path) -> Inputs:
     skipped: list[Skipped] = []
     seen: dict[str, str] = {}  # run_id -> file
     shas: dict[str, str] = {}  # file -> sha256
-    files = sorted(root.rglob("*.parquet"))
+    files = result_files(root)
     for path in files:
         rel = _rel(path, root)
         check = validate_file(path, suites=suites)

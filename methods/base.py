@@ -1,17 +1,22 @@
 """The method interface every method implements (see docs/adding-a-method.md).
 
-What the harness owns: the device, the data, the feature cache, the seed and the few-shot split.
-What a method owns: its hyperparameters (a frozen dataclass `Config` whose defaults follow its
-paper) and how it turns image features into class logits.
+What the harness owns: the device, the data, the feature cache, the seed, the few-shot split and
+the order in which test images are shown. What a method owns: its hyperparameters (a frozen
+dataclass `Config` whose defaults follow the authors' code, docs/fidelity.md) and how it turns image
+features into class logits.
 
 Lifecycle of one run:
-1. `Method(config=..., context=...)`: the context holds the frozen backbone, class names, prompt
-   templates, the zero-shot text classifier, the device and a seeded torch.Generator.
-2. `fit(data)`: `data` holds features of the few-shot split and, separately, of a validation part
-   of the pool for any hyperparameter choice. Nothing of the ID test split or any OOD set ever
-   reaches `fit`. Zero-shot methods (`trains = False`) are not fitted.
-3. `predict(batch)`: called on batches of cached test features (ID test, then each OOD set);
-   returns a MethodOutput whose `logits` every score reads.
+1. `Method(config=..., context=...)`: the context holds the frozen backbone, class names, the
+   zero-shot text classifier, a way to build a classifier from other templates, the device and a
+   seeded torch.Generator.
+2. `fit(data)` (few-shot methods only): `data` holds features of the few-shot split and, separately,
+   of a validation part of the pool for any hyperparameter choice. Nothing of the ID test split or
+   of any OOD set ever reaches `fit`.
+3. `predict(batch)`: called on fixed-size batches of a seeded interleaving of every test image (ID
+   test and all OOD sets mixed, no dataset boundaries); returns a MethodOutput every score reads.
+   A test-time method may update its state from call to call; the others must not.
+
+This module imports no torch at import time, so that describing methods stays cheap.
 """
 
 from __future__ import annotations
@@ -19,36 +24,49 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
-from benchmark.backbones import Backbone
 from benchmark.errors import OodbenchError
+from benchmark.protocols import EXTRA_DATA, FEW_SHOT, LANGUAGE_MODEL, PROTOCOLS, TEST_TIME, USES, ZERO_SHOT  # noqa: F401
 from benchmark.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from benchmark.backbones import Backbone
+
+NEEDS = ("local", "views", "images")  # extra inputs a method may declare
+FAMILIES = ("imagenet", "cub200", "stanford-cars", "food101", "oxford-pets", "demo")
 
 
 @dataclass(frozen=True)
 class MethodOutput:
-    """What scores read. `logits` [N, C] are the method's class logits (already multiplied by its
+    """What scores read. `logits` [N, C] are the method's ID-class logits (already multiplied by its
     logit scale); `logits / logit_scale` are the cosine similarities MCM softmaxes. `local_logits`
-    [N, P, C] (patch tokens against the classes, same scale) is set only when a score asks for it."""
+    [N, P, C] (patch tokens against the classes, same scale) is set when the batch carries patch
+    features. `extra` holds further per-image arrays [N, ...] that a method's own scores read
+    (for example "neg_logits" [N, M] of negative-label methods); their names are in `provides`."""
 
     logits: torch.Tensor
     logit_scale: float
     local_logits: torch.Tensor | None = None
+    extra: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class FeatureBatch:
     """Cached features of a batch of images: `global_` [N, D] (unnormalised, as the image encoder
-    returns them) and, when requested, `local` [N, P, D] patch tokens in the joint space."""
+    returns them), `local` [N, P, D] patch tokens in the joint space when requested, and `views`
+    [V, N, D] cached augmented views (only in FitData)."""
 
     global_: torch.Tensor
     local: torch.Tensor | None = None
-    views: torch.Tensor | None = None  # [V, N, D] augmented views, only in FitData
+    views: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -64,13 +82,25 @@ class FitData:
 
 @dataclass
 class MethodContext:
+    """What the harness hands a method. `text_classifier(templates)` is the zero-shot classifier [C, D]
+    (L2-normalised prompt-ensemble means) for another template set, from the text-feature cache."""
+
     backbone: Backbone
     classnames: list[str]
-    templates: list[str]
-    text_features: torch.Tensor  # [C, D] zero-shot classifier, L2-normalised
+    text_features: torch.Tensor  # [C, D] zero-shot classifier of the suite's templates, L2-normalised
     device: torch.device
     generator: torch.Generator  # seeded by the harness from the run's seed
-    seed: int
+    text_classifier: Callable[[list[str]], torch.Tensor]
+
+
+def param(
+    default: Any, *, low: float | None = None, high: float | None = None, choices: tuple = (), doc: str = ""
+) -> Any:
+    """A Config field with bounds checked before any work: `n_ctx: int = param(16, low=1, high=64)`.
+
+    Bounds are the budget a run may ask for (a config of 1e8 epochs is refused, not started)."""
+    meta = {"low": low, "high": high, "choices": tuple(choices), "doc": doc}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -79,14 +109,17 @@ class MethodConfig:
 
 
 class Method(ABC):
-    """Subclass, set `Config`, implement `predict` (and `fit` when `trains`), register with
+    """Subclass, set `Config`, implement `predict` (and `fit` for few-shot methods), register with
     `@METHODS.register("name")`."""
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
-    trains: ClassVar[bool] = True  # False: zero-shot, run with shots=0 and never fitted
-    # feature kinds beyond "global" that fit/predict read: "local" (patch tokens), "views" (augmented)
-    needs: ClassVar[frozenset[str]] = frozenset()
+    protocol: ClassVar[str] = FEW_SHOT  # zero-shot: never fitted; test-time: adapts over the test stream
+    uses: ClassVar[frozenset[str]] = frozenset()  # "extra-data", "language-model"
+    needs: ClassVar[frozenset[str]] = frozenset()  # "local" (patch tokens), "views" (augmented views), "images"
+    provides: ClassVar[frozenset[str]] = frozenset({"local"})  # output parts beyond logits (see MethodOutput)
     paper: ClassVar[str] = ""
+    # per ID-dataset family (SuiteSpec.family) overrides of Config defaults, where the authors set them per dataset
+    family_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, *, config: MethodConfig, context: MethodContext) -> None:
         self.config = config
@@ -100,34 +133,144 @@ class Method(ABC):
         """Class logits for a batch of test features (runs under torch.inference_mode)."""
 
 
-METHODS: Registry[type[Method]] = Registry("method")
+def fits_split(method: type[Method]) -> bool:
+    """True for methods that train on a few-shot split (they run with shots >= 1)."""
+    return method.protocol == FEW_SHOT
 
 
-def make_config(method: type[Method], overrides: dict[str, Any] | None) -> MethodConfig:
-    """The method's Config with `overrides` applied; unknown keys and wrong types are errors."""
-    overrides = dict(overrides or {})
-    fields = {f.name: f for f in dataclasses.fields(method.Config)}
-    unknown = sorted(set(overrides) - set(fields))
+def check_declaration(name: str, method: type[Method]) -> None:
+    """The class attributes of a registered method are well formed (checked when it is registered)."""
+    problems = []
+    if not (isinstance(method.Config, type) and issubclass(method.Config, MethodConfig)):
+        problems.append("Config must be a frozen dataclass subclassing methods.base.MethodConfig")
+    elif not dataclasses.is_dataclass(method.Config) or not method.Config.__dataclass_params__.frozen:
+        problems.append("Config must be a frozen dataclass (@dataclass(frozen=True))")
+    if method.protocol not in PROTOCOLS:
+        problems.append(f"protocol must be one of {PROTOCOLS}, not {method.protocol!r}")
+    if not set(method.uses) <= set(USES):
+        problems.append(f"uses may hold {USES}, not {sorted(set(method.uses) - set(USES))}")
+    if not set(method.needs) <= set(NEEDS):
+        problems.append(f"needs may hold {NEEDS}, not {sorted(set(method.needs) - set(NEEDS))}")
+    if not method.paper:
+        problems.append("paper must cite the method's paper")
+    unknown = set(method.family_defaults) - set(FAMILIES)
     if unknown:
+        problems.append(f"family_defaults keys must be suite families {FAMILIES}, not {sorted(unknown)}")
+    if problems:
         raise OodbenchError(
-            f"Unknown config key(s) {unknown} for this method; its keys are {sorted(fields)} "
-            f"(`oodbench list methods` shows each method's defaults)."
+            f"Method {name!r} ({method.__module__}.{method.__name__}) is declared wrongly: " + "; ".join(problems) + "."
         )
-    defaults = method.Config()
-    for k, v in list(overrides.items()):
-        ref = getattr(defaults, k)
-        if isinstance(ref, bool) and not isinstance(v, bool):
-            raise OodbenchError(f"Config key {k!r} takes true/false, got {v!r}.")
-        if isinstance(ref, float) and isinstance(v, int) and not isinstance(v, bool):
-            overrides[k] = float(v)
-        elif ref is not None and not isinstance(v, type(ref)):
-            raise OodbenchError(f"Config key {k!r} takes a {type(ref).__name__}, got {v!r}.")
-    return dataclasses.replace(defaults, **overrides)
+
+
+METHODS: Registry[type[Method]] = Registry("method", check=check_declaration)
+
+
+# ---------------------------------------------------------------- configs
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """`value` as type `tp` (bool, int, float, str, tuple[...], X | None); OodbenchError when it is not one."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except OodbenchError as err:
+                errors.append(str(err))
+        raise OodbenchError(errors[0] if errors else f"Config key {key!r} takes {_type_name(tp)}, got {value!r}.")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise OodbenchError(f"Config key {key!r} takes a list, for example [0.5, 1.0]; got {value!r}.")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise OodbenchError(f"Config key {key!r} takes a list of {len(args)} values, got {value!r}.")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise OodbenchError(f"Config key {key!r} takes true/false, got {value!r}.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OodbenchError(f"Config key {key!r} takes a whole number, got {value!r}.")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OodbenchError(f"Config key {key!r} takes a number, got {value!r}.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise OodbenchError(f"Config key {key!r} takes text, got {value!r}.")
+        return value
+    raise OodbenchError(f"Config key {key!r} has a type oodbench cannot read from --config ({_type_name(tp)}).")
+
+
+def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices") or ()
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if choices and v not in choices:
+            raise OodbenchError(f"Config key {key!r} must be one of {list(choices)}, got {v!r}.")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if v != v:  # NaN
+                raise OodbenchError(f"Config key {key!r} is NaN; give a number.")
+            if (low is not None and v < low) or (high is not None and v > high):
+                lo = "-inf" if low is None else low
+                hi = "inf" if high is None else high
+                raise OodbenchError(
+                    f"Config key {key!r} = {v!r} is outside its allowed range [{lo}, {hi}] "
+                    f"(a budget that keeps runs finite; `oodbench list methods` shows the defaults)."
+                )
+
+
+def config_fields(config_cls: type[MethodConfig]) -> dict[str, tuple[Any, dataclasses.Field]]:
+    """Field name -> (resolved type, dataclasses.Field) of a Config class."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: (hints[f.name], f) for f in dataclasses.fields(config_cls)}
+
+
+def make_config(
+    method: type[Method], overrides: Mapping[str, Any] | None = None, *, family: str | None = None
+) -> MethodConfig:
+    """The method's Config: its defaults, then its `family_defaults[family]`, then `overrides`, each value
+    converted to the field's type and checked against the field's bounds. Unknown keys are errors."""
+    fields = config_fields(method.Config)
+    values: dict[str, Any] = {}
+    layers = [
+        (f"family_defaults[{family!r}] of this method", dict(method.family_defaults.get(family or "", {}))),
+        ("--config", dict(overrides or {})),
+    ]
+    for where, layer in layers:
+        unknown = sorted(set(layer) - set(fields))
+        if unknown:
+            raise OodbenchError(
+                f"Unknown config key(s) {unknown} in {where}; this method's keys are {sorted(fields)} "
+                f"(`oodbench list methods` shows each method's defaults)."
+            )
+        for key, value in layer.items():
+            values[key] = _coerce(value, fields[key][0], key)
+    config = dataclasses.replace(method.Config(), **values)
+    for key, (_, f) in fields.items():
+        _check_bounds(key, getattr(config, key), f.metadata)
+    return config
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, tuple) else value
 
 
 def canonical_config(config: MethodConfig) -> str:
-    """Canonical JSON of a config: sorted keys, no spaces. Its sha256 is the run's config_hash."""
-    return json.dumps(dataclasses.asdict(config), sort_keys=True, separators=(",", ":"))
+    """Canonical JSON of a config: sorted keys, no spaces, tuples as lists. `make_config(method,
+    json.loads(canonical_config(c)))` gives `c` back; its sha256 is the run's config_hash."""
+    data = {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def config_hash(method: str, config_json: str) -> str:
@@ -135,4 +278,7 @@ def config_hash(method: str, config_json: str) -> str:
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Unit-length rows in float32 (the one normalisation every method and score uses)."""
+    import torch
+
     return torch.nn.functional.normalize(x.float(), dim=-1)

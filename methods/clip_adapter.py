@@ -12,22 +12,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize
-from methods.common import head_output, pick_views, train
+from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize, param
+from methods.shared.training import head_output, pick_views, train
 
 
 @dataclass(frozen=True)
 class ClipAdapterConfig(MethodConfig):
     # Defaults: CLIP-Adapter paper Sec. 4.1 (visual adapter, reduction 4, ratio 0.2 on ImageNet) and the
     # CoOp/Dassl schedule its code (gaopengcuhk/CLIP-Adapter) trains with: SGD, lr 2e-3, batch 32, 200 epochs.
-    reduction: int = 4
-    ratio: float = 0.2
-    lr: float = 0.002
-    weight_decay: float = 5e-4
-    batch_size: int = 32
-    epochs: int = 200
-    warmup_epochs: int = 1
-    views: int = 10  # cached augmented views per pool image (the paper's random crops and flips)
+    reduction: int = param(4, low=1, high=1024)
+    ratio: float = param(0.2, low=0.0, high=1.0)
+    lr: float = param(0.002, low=1e-8, high=10.0)
+    weight_decay: float = param(5e-4, low=0.0, high=1.0)
+    batch_size: int = param(32, low=1, high=65536)
+    epochs: int = param(200, low=1, high=1000)
+    warmup_epochs: int = param(1, low=0, high=100)
+    views: int = param(10, low=0, high=64)  # cached augmented views per pool image (the paper's random crops and flips)
 
 
 class Adapter(nn.Module):

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize
-from methods.common import pick_views, train
-from methods.prompt_learning import PromptLearner
+from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize, param
+from methods.shared.prompts import PromptLearner
+from methods.shared.training import pick_views, train
 
 PREDICT_CHUNK = 128  # images per text-encoder pass at prediction (C prompts each)
 
@@ -24,14 +24,14 @@ PREDICT_CHUNK = 128  # images per text-encoder pass at prediction (C prompts eac
 class CoCoOpConfig(MethodConfig):
     # Defaults: CoCoOp paper Sec. 4 and its code's config vit_b16_c4_ep10_batch1_ctxv1.
     ctx_init: str = "a photo of a"  # n_ctx = 4 tokens of the init; "" = random init with n_ctx vectors
-    n_ctx: int = 4
-    lr: float = 0.002  # SGD, momentum 0.9, weight decay 5e-4, cosine schedule
-    weight_decay: float = 5e-4
-    batch_size: int = 1
-    epochs: int = 10
-    warmup_epochs: int = 1
-    meta_reduction: int = 16  # meta-net hidden width = D / 16
-    views: int = 10  # cached augmented views per pool image (the paper's random crops and flips)
+    n_ctx: int = param(4, low=1, high=64)
+    lr: float = param(0.002, low=1e-8, high=10.0)  # SGD, momentum 0.9, weight decay 5e-4, cosine schedule
+    weight_decay: float = param(5e-4, low=0.0, high=1.0)
+    batch_size: int = param(1, low=1, high=65536)
+    epochs: int = param(10, low=1, high=1000)
+    warmup_epochs: int = param(1, low=0, high=100)
+    meta_reduction: int = param(16, low=1, high=1024)  # meta-net hidden width = D / 16
+    views: int = param(10, low=0, high=64)  # cached augmented views per pool image (the paper's random crops and flips)
 
 
 class MetaNet(nn.Module):

@@ -11,22 +11,24 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize
-from methods.common import head_output, pick_views, train
-from methods.prompt_learning import PromptLearner, coop_schedule_epochs
+from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize, param
+from methods.shared.prompts import PromptLearner, coop_schedule_epochs
+from methods.shared.training import head_output, pick_views, train
 
 
 @dataclass(frozen=True)
 class CoOpConfig(MethodConfig):
     # Defaults: CoOp paper Sec. 4.1 and its code's configs (KaiyangZhou/CoOp, configs/trainers/CoOp).
     ctx_init: str = "a photo of a"  # the paper's hand-crafted init (n_ctx = its 4 tokens); "" = random N(0, 0.02)
-    n_ctx: int = 16  # context length for random init (the paper's main setting)
-    lr: float = 0.002  # SGD, momentum 0.9, weight decay 5e-4, cosine schedule
-    weight_decay: float = 5e-4
-    batch_size: int = 32
-    epochs: int = 0  # 0: the paper's schedule, 50 epochs at 1 shot, 100 at 2-4 shots, 200 at 8-16 shots
-    warmup_epochs: int = 1  # constant lr 1e-5 for the first epoch
-    views: int = 10  # cached augmented views per pool image standing in for per-step random crops and flips
+    n_ctx: int = param(16, low=1, high=64)  # context length for random init (the paper's main setting)
+    lr: float = param(0.002, low=1e-8, high=10.0)  # SGD, momentum 0.9, weight decay 5e-4, cosine schedule
+    weight_decay: float = param(5e-4, low=0.0, high=1.0)
+    batch_size: int = param(32, low=1, high=65536)
+    # 0: the paper's schedule, 50 epochs at 1 shot, 100 at 2-4 shots, 200 at 8-16 shots
+    epochs: int = param(0, low=0, high=1000)
+    warmup_epochs: int = param(1, low=0, high=100)  # constant lr 1e-5 for the first epoch
+    # cached augmented views per pool image standing in for per-step random crops and flips
+    views: int = param(10, low=0, high=64)
 
 
 @METHODS.register("coop")

@@ -15,18 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize
-from methods.common import head_output
+from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize, param
+from methods.shared.training import head_output
 
 
 @dataclass(frozen=True)
 class LinearProbeConfig(MethodConfig):
-    c_min_log10: float = -6.0  # CLIP: sweep lambda = 1/C over [1e-6, 1e6]
-    c_max_log10: float = 6.0
-    coarse_steps: int = 7  # 1e-6, 1e-4, ..., 1e6
-    refine_steps: int = 8  # then this many values between the best coarse value's neighbours
-    max_iter: int = 1000
-    default_c: float = 0.316  # used when the pool leaves no validation images
+    c_min_log10: float = param(-6.0, low=-12.0, high=12.0)  # CLIP: sweep lambda = 1/C over [1e-6, 1e6]
+    c_max_log10: float = param(6.0, low=-12.0, high=12.0)
+    coarse_steps: int = param(7, low=2, high=100)  # 1e-6, 1e-4, ..., 1e6
+    refine_steps: int = param(8, low=1, high=100)  # then this many values between the best coarse value's neighbours
+    max_iter: int = param(1000, low=1, high=100000)
+    default_c: float = param(0.316, low=1e-12, high=1e12)  # used when the pool leaves no validation images
 
 
 @METHODS.register("linear_probe")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.errors import OodbenchError
-from methods.base import METHODS, FitData, MethodConfig, l2_normalize
+from methods.base import METHODS, FitData, MethodConfig, l2_normalize, param
 from methods.coop import CoOp
 
 
@@ -21,14 +21,15 @@ from methods.coop import CoOp
 class LoCoOpConfig(MethodConfig):
     # Defaults: LoCoOp paper Sec. 4 and its code (AtsuMiyai/LoCoOp, scripts/locoop/train.sh).
     ctx_init: str = "a photo of a"  # as our CoOp; "" = random init with n_ctx vectors (the paper's 16)
-    n_ctx: int = 16
-    lr: float = 0.002  # SGD, cosine schedule, batch 32, 50 epochs
-    weight_decay: float = 5e-4
-    batch_size: int = 32
-    epochs: int = 50
-    warmup_epochs: int = 1
-    lambda_: float = 0.25  # weight of the local entropy term
-    top_k_ratio: float = 0.2  # K / number of classes: the paper's K = 200 of ImageNet's 1000 classes
+    n_ctx: int = param(16, low=1, high=64)
+    lr: float = param(0.002, low=1e-8, high=10.0)  # SGD, cosine schedule, batch 32, 50 epochs
+    weight_decay: float = param(5e-4, low=0.0, high=1.0)
+    batch_size: int = param(32, low=1, high=65536)
+    epochs: int = param(50, low=1, high=1000)
+    warmup_epochs: int = param(1, low=0, high=100)
+    lambda_: float = param(0.25, low=0.0, high=100.0)  # weight of the local entropy term
+    # K / number of classes: the paper's K = 200 of ImageNet's 1000 classes
+    top_k_ratio: float = param(0.2, low=0.0, high=1.0)
 
 
 @METHODS.register("locoop")

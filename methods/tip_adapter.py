@@ -15,21 +15,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize
-from methods.common import head_output
+from methods.base import METHODS, FeatureBatch, FitData, Method, MethodConfig, MethodOutput, l2_normalize, param
+from methods.shared.training import head_output
 
 
 @dataclass(frozen=True)
 class TipAdapterConfig(MethodConfig):
     # Defaults: Tip-Adapter code's ImageNet config (gaopengcuhk/Tip-Adapter, configs/imagenet.yaml).
-    init_alpha: float = 1.17
-    init_beta: float = 1.0
+    init_alpha: float = param(1.17, low=0.0, high=100.0)
+    init_beta: float = param(1.0, low=0.0, high=100.0)
     search: bool = True  # grid search of (alpha, beta) on the validation part of the pool
-    search_scale_beta: float = 7.0  # beta in [0.1, 7) over 200 steps, alpha in [0.1, 3) over 20 steps
-    search_scale_alpha: float = 3.0
-    search_steps_beta: int = 200
-    search_steps_alpha: int = 20
-    views: int = 10  # augment_epoch: 10 augmented views per image build the cache keys
+    # beta in [0.1, 7) over 200 steps, alpha in [0.1, 3) over 20 steps
+    search_scale_beta: float = param(7.0, low=0.0, high=100.0)
+    search_scale_alpha: float = param(3.0, low=0.0, high=100.0)
+    search_steps_beta: int = param(200, low=1, high=10000)
+    search_steps_alpha: int = param(20, low=1, high=1000)
+    views: int = param(10, low=0, high=64)  # augment_epoch: 10 augmented views per image build the cache keys
 
 
 def cache_keys(train: FeatureBatch) -> torch.Tensor:

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import METHODS, FitData, l2_normalize
-from methods.common import pick_views, train
+from methods.base import METHODS, FitData, l2_normalize, param
+from methods.shared.training import pick_views, train
 from methods.tip_adapter import TipAdapter, TipAdapterConfig
 
 
 @dataclass(frozen=True)
 class TipAdapterFConfig(TipAdapterConfig):
     # Training: Tip-Adapter code's ImageNet config: AdamW lr 1e-3 (eps 1e-4), 20 epochs, batch 256, cosine.
-    lr: float = 0.001
-    epochs: int = 20
-    batch_size: int = 256
+    lr: float = param(0.001, low=1e-8, high=10.0)
+    epochs: int = param(20, low=1, high=1000)
+    batch_size: int = param(256, low=1, high=65536)
 
 
 @METHODS.register("tip_adapter_f")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import METHODS, FeatureBatch, Method, MethodConfig, MethodOutput, l2_normalize
-from methods.common import head_output
+from methods.base import METHODS, ZERO_SHOT, FeatureBatch, Method, MethodConfig, MethodOutput, l2_normalize
+from methods.shared.training import head_output
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class ZeroShotConfig(MethodConfig):
 @METHODS.register("zero_shot")
 class ZeroShot(Method):
     Config = ZeroShotConfig
-    trains = False
+    protocol = ZERO_SHOT
     paper = "Radford et al. Learning Transferable Visual Models From Natural Language Supervision. ICML 2021."
 
     def predict(self, batch: FeatureBatch) -> MethodOutput:

@@ -20,13 +20,14 @@ DEMO_BACKBONE = "oodbench-tiny-fmnist:demo"
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> dict[str, Path]:
     """The bundled demo's zero-shot run with every score (about 10 s on a CPU), and its feature cache."""
-    from benchmark.harness import Harness, RunSpec
+    from benchmark.config import Execution, RunKey
+    from benchmark.harness import Harness
 
     root = tmp_path_factory.mktemp("demo-run")
-    spec = RunSpec(
-        suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot", device="cpu", cache_dir=root / "cache"
+    key = RunKey(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot")
+    result = Harness().run(
+        key, Execution(device="cpu", cache_dir=root / "cache"), out=root / "results" / "demo-zero-shot.parquet"
     )
-    result = Harness().run(spec, out=root / "results" / "demo-zero-shot.parquet")
     return {"file": result.path, "cache_dir": root / "cache"}
 
 
@@ -57,6 +58,8 @@ def make_run(demo_run) -> Callable[..., Path]:
         rows["fpr95"] = np.clip(rows["fpr95"] + shift, 0, 1)
         rows["auroc"] = np.clip(rows["auroc"] - shift, 0, 1)
         rows["id_acc"] = np.clip(rows["id_acc"] + acc_shift, 0, 1)
+        rows["protocol"] = "few-shot" if shots else "zero-shot"
+        rows["scores_sha256"] = ""  # a synthetic run has no per-sample scores
         for k, v in columns.items():
             rows[k] = v
         return write_results(pd.DataFrame(rows), Path(path))

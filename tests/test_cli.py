@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmark.results import REQUIRED, read_results
+from benchmark.results import SCHEMA, read_results, result_files
 
 
 @pytest.mark.slow
@@ -30,12 +30,12 @@ def test_demo_end_to_end_cold_then_warm(tmp_path):
     assert "feature cache miss" in cold.stdout
     for score in ("mcm", "msp", "energy", "max_logit", "entropy"):
         assert score in cold.stdout
-    files = sorted((tmp_path / "results").glob("*.parquet"))
+    files = result_files(tmp_path / "results")
     assert files, cold.stdout
     zs = [read_results(f) for f in files if "__zero_shot-" in f.name]
     assert len(zs) == 1
     rows = zs[0]
-    assert set(REQUIRED) <= set(rows.columns)
+    assert list(rows.columns) == SCHEMA.names
     assert len(rows) == 6 * 4  # six scores (gl_mcm included) x four OOD sets
     assert any("__coop-" in f.name and "__k16__s1__" in f.name for f in files)  # CoOp 16-shot beside zero-shot
     assert "How fine-tuning changed OOD detection" in cold.stdout
@@ -45,9 +45,9 @@ def test_demo_end_to_end_cold_then_warm(tmp_path):
     warm = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert warm.returncode == 0, warm.stderr
     assert "cache hit" in warm.stdout and "nothing was encoded or trained" in warm.stdout
-    assert len(list((tmp_path / "results").glob("*.parquet"))) == 2 * len(files)  # never overwrites
+    assert len(result_files(tmp_path / "results")) == 2 * len(files)  # never overwrites
     metrics = ["score", "ood_dataset", "fpr95", "auroc", "aupr_in", "aupr_out", "id_acc"]
-    again = sorted((tmp_path / "results").glob("*__zero_shot-*.parquet"))
+    again = result_files(tmp_path / "results", "*__zero_shot-*.parquet")
     first, second = (read_results(f)[metrics].sort_values(metrics[:2]).reset_index(drop=True) for f in again)
     assert first.equals(second)
 
@@ -180,13 +180,28 @@ def test_list_and_show(run_cli, tmp_path):
         "--no-progress",
     )
     assert code == 0, err
-    (path,) = tmp_path.glob("*.parquet")
+    (path,) = result_files(tmp_path)
     assert sorted(set(read_results(path)["score"])) == ["energy", "mcm"]
     code, out, _ = run_cli("show", str(path))
     assert code == 0 and "weights_sha256" in out and "mcm" in out
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["list"], ["show"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["demo"],
+        ["run"],
+        ["list"],
+        ["show"],
+        ["sweep"],
+        ["data"],
+        ["data", "prepare"],
+        ["leaderboard", "build"],
+        ["validate"],
+        ["reproduce"],
+    ],
+)
 def test_help_everywhere(command):
     out = subprocess.run(
         [sys.executable, "-m", "benchmark.cli", *command, "--help"], capture_output=True, text=True, timeout=120

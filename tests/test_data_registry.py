@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from benchmark.data import is_pinned, list_hash, read_image_list
+from benchmark.data import is_pinned, list_hash, read_classnames, read_image_list
 from benchmark.datacheck import LAYOUTS
 from benchmark.datasets import (
     CLASSNAMES_DIR,
@@ -19,7 +19,6 @@ from benchmark.datasets import (
     DatasetSpec,
     ImageListSource,
     load_families,
-    read_classnames,
 )
 from benchmark.errors import DataError, OodbenchError
 from benchmark.registry import Registry
@@ -117,7 +116,7 @@ def test_every_suite_resolves():
         assert suite.datasets(), name
         load_templates(suite.templates)
         if (CLASSNAMES_DIR / suite.classnames).exists():
-            assert suite.class_names()
+            assert read_classnames(suite.classnames)
 
 
 def test_templates_file():
@@ -162,6 +161,6 @@ def test_class_names_that_cannot_ship_are_read_from_the_given_data_root(tmp_path
     written = tmp_path / STATE_DIR / "classnames" / suite.classnames
     written.parent.mkdir(parents=True)
     written.write_text("Black footed Albatross\nLaysan Albatross\n")
-    assert suite.class_names(data_root=tmp_path) == ["Black footed Albatross", "Laysan Albatross"]
+    assert read_classnames(suite.classnames, data_root=tmp_path) == ["Black footed Albatross", "Laysan Albatross"]
     with pytest.raises(DataError, match="do not ship with oodbench"):
-        suite.class_names()
+        read_classnames(suite.classnames)

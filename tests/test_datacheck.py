@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 import benchmark.data as data_mod
 import benchmark.datacheck as datacheck_mod
 from benchmark.cli import app
-from benchmark.data import list_hash, load_dataset, local_list_path, local_pin_path, read_image_list
+from benchmark.data import list_hash, load_dataset, local_list_path, local_pin_path, read_classnames, read_image_list
 from benchmark.datacheck import check_dataset, prepare_dataset
-from benchmark.datasets import DATASETS, DatasetSpec, ImageListSource, read_classnames
+from benchmark.datasets import DATASETS, DatasetSpec, ImageListSource
 from benchmark.errors import DataError
 from benchmark.suites import SUITES, SuiteSpec
 
@@ -253,6 +253,7 @@ def tiny_suite():
         far=("textiles",),
         classnames="imagenet10.txt",
         templates="simple",
+        family="imagenet",
     )
     with DATASETS.temporarily(spec.name, spec), SUITES.temporarily(suite.name, suite):
         yield suite

@@ -232,9 +232,11 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_blocks(setting, refer
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(bb, images)
 
-    monkeypatch.setitem(FEATURE_KINDS._items, "global", small_memory)
     ds = load_dataset(setting["spec"], data_root=setting["data_root"])
-    with pytest.warns(UserWarning, match="continuing with --batch-size 2"):
+    with (
+        FEATURE_KINDS.replaced("global", small_memory),
+        pytest.warns(UserWarning, match="continuing with --batch-size 2"),
+    ):
         feats = extract_features(backbone, ds, cache_dir=tmp_path, block_size=BLOCK, batch_size=BLOCK)
     assert seen[0] == BLOCK and set(seen[1:]) == {2}
     np.testing.assert_allclose(np.asarray(feats.array, np.float32), reference.astype(np.float32), atol=2e-3)

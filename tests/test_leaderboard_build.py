@@ -13,8 +13,8 @@ import pytest
 
 from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
-from benchmark.reproduce import RECORD_FORMAT
-from benchmark.results import read_results
+from benchmark.records import RECORD_FORMAT
+from benchmark.results import read_results, scores_path
 from leaderboard.aggregate import add_zero_shot_deltas, measured_entries
 from leaderboard.build import build_site
 
@@ -27,6 +27,7 @@ def results(tmp_path, demo_run, make_run) -> Path:
     root = tmp_path / "results"
     (root / "zero_shot").mkdir(parents=True)
     shutil.copy(demo_run["file"], root / "zero_shot" / "demo.parquet")
+    shutil.copy(scores_path(demo_run["file"]), scores_path(root / "zero_shot" / "demo.parquet"))
     for seed in (1, 2):
         make_run(root / "coop" / f"k4-s{seed}.parquet", method="coop", shots=4, seed=seed, shift=0.01 * seed)
     make_run(root / "evil.parquet", method=EVIL, shots=1, backbone=EVIL + ":demo")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import methods
 from benchmark.cli import app
 from benchmark.errors import OodbenchError
-from benchmark.results import read_results, validate_frame
+from benchmark.results import is_scores_file, read_results, validate_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "docs" / "method_template.py"
@@ -47,7 +47,7 @@ def test_template_runs_end_to_end_on_the_demo(tmp_path, demo_run):
         ],
     )
     assert result.exit_code == 0, result.output
-    files = list((tmp_path / "r").glob("*my_prompt_bias*__k2__s1__*.parquet"))
+    files = [f for f in (tmp_path / "r").rglob("*my_prompt_bias*__k2__s1__*.parquet") if not is_scores_file(f)]
     assert len(files) == 1
     rows = read_results(files[0])
     assert validate_frame(rows) == []
@@ -75,18 +75,44 @@ def test_entry_point_plugin_is_registered(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     ep = EntryPoint(name="plugin_prompt_bias", value="oodbench_plugin_demo", group=methods.ENTRY_POINT_GROUP)
     monkeypatch.setattr(methods, "entry_points", lambda group: [ep] if group == methods.ENTRY_POINT_GROUP else [])
-    monkeypatch.setattr(methods, "_loaded", False)
+    methods.reload_plugins()
     try:
         methods.load_methods()
         assert "plugin_prompt_bias" in methods.METHODS
     finally:
-        methods.METHODS._items.pop("plugin_prompt_bias", None)
+        methods.METHODS.remove("plugin_prompt_bias")
         sys.modules.pop("oodbench_plugin_demo", None)
+        methods.reload_plugins()
 
 
 def test_broken_entry_point_is_a_clear_error(monkeypatch):
     ep = EntryPoint(name="broken", value="no_such_module_for_oodbench", group=methods.ENTRY_POINT_GROUP)
     monkeypatch.setattr(methods, "entry_points", lambda group: [ep])
-    monkeypatch.setattr(methods, "_loaded", False)
+    methods.reload_plugins()
     with pytest.raises(OodbenchError, match="broken"):
         methods.load_methods()
+    methods.reload_plugins()
+
+
+def test_a_failing_method_file_is_one_paragraph_and_debug_shows_the_traceback(tmp_path, run_cli, monkeypatch):
+    f = tmp_path / "broken_method.py"
+    f.write_text("def helper():\n    raise RuntimeError('the author made a mistake')\n\nhelper()\n")
+    args = [
+        "run",
+        "--suite",
+        "fmnist-ood",
+        "--backbone",
+        "oodbench-tiny-fmnist:demo",
+        "--method",
+        "x",
+        "--method-file",
+        str(f),
+    ]
+    monkeypatch.setenv("OODBENCH_DEBUG", "0")  # and restored afterwards: --debug sets it for the process
+    code, _, err = run_cli(*args)
+    assert code == 2
+    assert "RuntimeError: the author made a mistake" in err and "--debug" in err
+    assert "Traceback" not in err
+    code, _, err = run_cli("--debug", *args)
+    assert code == 2
+    assert "Traceback" in err and "line 2, in helper" in err and "broken_method.py" in err

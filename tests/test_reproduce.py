@@ -6,9 +6,11 @@ import json
 
 import pytest
 
+from benchmark.config import Execution
 from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
-from benchmark.reproduce import read_verifications, reproduce_file, validate_record
+from benchmark.records import read_verifications, validate_record
+from benchmark.reproduce import reproduce_file
 from benchmark.results import read_results, write_results
 
 
@@ -32,7 +34,7 @@ def test_a_demo_entry_reproduces_and_its_record_is_written(demo_run, tmp_path, r
     assert validate_record(record) == []
     assert record["status"] == "verified" and record["mismatches"] == []
     assert record["entry_sha256"] == sha256_file(demo_run["file"])
-    assert record["compared"] == len(read_results(demo_run["file"])) * 7  # 5 metrics and 2 counts per row
+    assert record["compared"] == len(read_results(demo_run["file"])) * 8  # 6 metrics and 2 counts per row
     assert record["max_abs_diff"] <= record["tolerance"] == 0.005
     assert read_verifications(records)[0].keys() == {run_id}
     assert not [p for p in records.iterdir() if p.name.startswith(".")]  # atomic write left no temporary file
@@ -42,6 +44,7 @@ def test_a_tampered_metric_fails_with_a_clear_report(demo_run, tmp_path, run_cli
     rows = read_results(demo_run["file"])
     row = rows.index[(rows["score"] == "mcm") & (rows["ood_dataset"] == "textiles")][0]
     rows.loc[row, "auroc"] = rows.loc[row, "auroc"] - 0.05  # a submission claiming 5 points it did not measure
+    rows["scores_sha256"] = ""  # submitted without its per-sample scores
     tampered = write_results(rows, tmp_path / "tampered.parquet")
     records = tmp_path / "verifications"
     code, out, _ = run_cli(
@@ -68,23 +71,24 @@ def test_provenance_differences_are_warnings_and_tolerance_is_checked(demo_run, 
     rows = read_results(demo_run["file"])
     rows["oodbench_version"] = "0.0.1"
     rows["weights_sha256"] = "0" * 64
+    rows["scores_sha256"] = ""
     old = write_results(rows, tmp_path / "old.parquet")
-    [outcome] = reproduce_file(
-        old, cache_dir=demo_run["cache_dir"], record_dir=tmp_path / "v", device="cpu", tolerance=0.001
-    )
+    exe = Execution(device="cpu", cache_dir=demo_run["cache_dir"])
+    [outcome] = reproduce_file(old, execution=exe, record_dir=tmp_path / "v", tolerance=0.001)
     assert outcome.verified
     assert any("oodbench_version differs" in w for w in outcome.warnings)
     assert any("weights_sha256 differs" in w for w in outcome.warnings)
     with pytest.raises(OodbenchError, match="--tolerance 5"):
-        reproduce_file(old, tolerance=5, record_dir=tmp_path / "v")
+        reproduce_file(old, execution=exe, tolerance=5, record_dir=tmp_path / "v")
 
 
 def test_an_invalid_entry_is_not_reproduced(demo_run, tmp_path):
     rows = read_results(demo_run["file"])
     rows["suite_version"] = 99
+    rows["scores_sha256"] = ""
     bad = write_results(rows, tmp_path / "bad.parquet")
     with pytest.raises(OodbenchError, match="not a valid result file.*version 99"):
-        reproduce_file(bad, record_dir=tmp_path / "v", cache_dir=demo_run["cache_dir"])
+        reproduce_file(bad, execution=Execution(cache_dir=demo_run["cache_dir"]), record_dir=tmp_path / "v")
     assert not (tmp_path / "v").exists()
 
 

@@ -37,7 +37,10 @@ def site(tmp_path_factory, demo_run) -> Path:
     root = tmp_path_factory.mktemp("browser")
     results = root / "results"
     results.mkdir()
+    from benchmark.results import scores_path
+
     shutil.copy(demo_run["file"], results / "zero_shot.parquet")
+    shutil.copy(scores_path(demo_run["file"]), scores_path(results / "zero_shot.parquet"))
     shutil.copytree(Path(__file__).parents[1] / "results" / "reported", results / "reported")
     base = read_results(demo_run["file"])
     import uuid
@@ -51,6 +54,7 @@ def site(tmp_path_factory, demo_run) -> Path:
                 rows["method"], rows["shots"], rows["seed"] = method, shots, seed
                 rows["config_hash"] = config_hash(method, rows["method_config"].iloc[0])
                 rows["run_id"], rows["fewshot_hash"] = uuid.uuid4().hex, "f" * 64
+                rows["protocol"], rows["scores_sha256"] = "few-shot", ""
                 rows["fpr95"] = (rows["fpr95"] + effect * shots / 16 + 0.004 * seed).clip(0, 1)
                 rows["auroc"] = (rows["auroc"] - effect * shots / 16 - 0.004 * seed).clip(0, 1)
                 write_results(rows, results / f"{uuid.uuid4().hex[:8]}.parquet")

@@ -37,7 +37,7 @@ PROBLEMS = {
     "NaN metric": (_first("fpr95", np.nan), "column fpr95 has 1 NaN values"),
     "percentages": (lambda df: df.assign(auroc=df["auroc"] * 100), "outside [0, 1]"),
     "duplicate keys": (lambda df: pd.concat([df, df.iloc[[0]]], ignore_index=True), "share the same key"),
-    "empty provenance": (_set("weights_sha256", ""), "provenance column weights_sha256 has empty values"),
+    "empty provenance": (_set("weights_sha256", ""), "column weights_sha256 has empty values"),
     "bad JSON": (_set("package_versions", "torch 2"), "column package_versions must hold JSON objects"),
     "unknown suite": (_set("suite", "fmnist-oood"), "unknown suite 'fmnist-oood'"),
     "old suite version": (_set("suite_version", 0), "is at version 1, the file has version 0"),

@@ -1,16 +1,18 @@
 """Dataset specs: frozen, versioned descriptions of image sets, registered by declaration.
 
-Each family lives in its own module (demo, imagenet, ood, fine_grained) and registers its
-specs into DATASETS when imported; `all_datasets()` imports them all.
+Each family lives in its own module (demo, imagenet, ood, fine_grained, ...) and registers its
+specs into DATASETS when imported; `load_families()` discovers and imports every module of this
+package, so a new family file needs no list to be edited. This layer is pure description: reading
+files from a user's data root belongs to benchmark.data.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.registry import Registry
+from benchmark.errors import DataError
+from benchmark.registry import Registry, import_submodules
 
 PACKAGE_DIR = Path(__file__).parent
 CLASSNAMES_DIR = PACKAGE_DIR / "classnames"
@@ -72,22 +74,19 @@ class DatasetSpec:
     citation: str = ""
     description: str = ""
 
-    def class_names(self, *, data_root: Path | None = None) -> list[str]:
-        if self.classnames is None:
-            return []
-        return read_classnames(self.classnames, data_root=data_root)
+
+def is_shipped(file: str) -> bool:
+    """True when the class-name (or wnid) file ships with oodbench."""
+    return bool(file) and (CLASSNAMES_DIR / file).is_file()
 
 
-def read_classnames(file: str, *, data_root: Path | None = None) -> list[str]:
-    """Class names shipped in classnames/, or (for sets whose names cannot ship) written by `data prepare`
-    under `data_root` (default: $OODBENCH_DATA or ~/oodbench-data)."""
+def read_shipped(file: str) -> list[str]:
+    """The non-empty, stripped lines of a class-name (or wnid) file that ships in classnames/. Files that
+    cannot ship (written under the data root by `data prepare`) are read by benchmark.data.read_classnames."""
     path = CLASSNAMES_DIR / file
-    if not path.exists():
-        from benchmark.data import local_classnames_path
-
-        path = local_classnames_path(file, data_root=data_root)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip()]
+    if not path.is_file():
+        raise DataError(f"The class-name file {file!r} does not ship with oodbench (no {path}).")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", list_command="oodbench list datasets")
@@ -97,10 +96,6 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     return DATASETS.add(spec.name, spec)
 
 
-FAMILIES = ("demo", "imagenet", "ood", "fine_grained")
-
-
-def load_families() -> None:
-    """Import every family module so that all specs are registered."""
-    for family in FAMILIES:
-        importlib.import_module(f"benchmark.datasets.{family}")
+def load_families() -> list[str]:
+    """Import every family module of this package (discovered, not listed) so that all specs are registered."""
+    return import_submodules(__name__)

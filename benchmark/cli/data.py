@@ -7,13 +7,12 @@ from typing import Annotated
 
 import typer
 
-from benchmark.cli import DataRootOpt, app, console
+from benchmark.cli.options import DataRootOpt, console
 from benchmark.errors import OodbenchError
 
 data_app = typer.Typer(
     help="Check and prepare the datasets of a suite (present? pinned? where to get them).", no_args_is_help=True
 )
-app.add_typer(data_app, name="data")
 
 NameArg = Annotated[
     str, typer.Argument(help="A suite (`oodbench list suites`) or a dataset (`oodbench list datasets`).")

@@ -8,11 +8,24 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from benchmark.cli import CacheOpt, DataRootOpt, DeviceOpt, ProgressOpt, _progress, app, console, err_console
+from benchmark.cli.options import (
+    DEFAULT,
+    BatchOpt,
+    CacheOpt,
+    DataRootOpt,
+    DeviceOpt,
+    MethodFileOpt,
+    ProgressOpt,
+    WorkersOpt,
+    console,
+    err_console,
+    load_method_file,
+    progress,
+)
+from benchmark.config import DEFAULT_RECORD_DIR, DEFAULT_TOLERANCE, Execution
 from benchmark.errors import OodbenchError
 
 leaderboard_app = typer.Typer(help="Build the static leaderboard site from results/.", no_args_is_help=True)
-app.add_typer(leaderboard_app, name="leaderboard")
 
 VALIDATABLE = (".parquet", ".csv")
 SITE = Path("site")
@@ -31,14 +44,9 @@ ToleranceOpt = Annotated[
     ),
 ]
 RecordDirOpt = Annotated[Path, typer.Option("--record-dir", help="Where the verification record <run_id>.json goes.")]
-MethodFileOpt = Annotated[
-    Path | None,
-    typer.Option("--method-file", help="A Python file that registers the entry's method if it lives outside oodbench."),
-]
 SiteOpt = Annotated[Path, typer.Option("--out", help="Folder for the site (replaced if it holds an earlier build).")]
 
 
-@leaderboard_app.command("build")
 def build(
     results: ResultsOpt = Path("results"),
     out: SiteOpt = SITE,
@@ -63,16 +71,20 @@ def build(
 
 
 def _expand(paths: list[Path]) -> list[Path]:
+    """Files to validate: the given files, and every result file and reported CSV under given folders
+    (a per-sample scores sidecar is checked with its result file, not on its own)."""
+    from benchmark.results import is_scores_file
+
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix in VALIDATABLE and f.is_file())
+            found = (f for f in p.rglob("*") if f.suffix in VALIDATABLE and f.is_file())
+            files += sorted(f for f in found if not is_scores_file(f))
         else:
             files.append(p)
     return files
 
 
-@app.command()
 def validate(
     files: Annotated[
         list[Path],
@@ -114,33 +126,28 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
 def reproduce(
     file: Annotated[Path, typer.Argument(help="The entry's result Parquet file.")],
-    tolerance: ToleranceOpt = 0.005,
-    record_dir: RecordDirOpt = Path("results") / "verifications",
+    tolerance: ToleranceOpt = DEFAULT_TOLERANCE,
+    record_dir: RecordDirOpt = DEFAULT_RECORD_DIR,
     method_file: MethodFileOpt = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT.device,
+    batch_size: BatchOpt = DEFAULT.batch_size,
+    num_workers: WorkersOpt = DEFAULT.num_workers,
     cache_dir: CacheOpt = None,
     data_root: DataRootOpt = None,
-    progress: ProgressOpt = True,
+    progress_bars: ProgressOpt = True,
 ) -> None:
     """Re-run the run(s) an entry describes from its provenance, compare every metric, write a verification record;
     exit 1 if a metric differs beyond the tolerance."""
     from benchmark.reproduce import reproduce_file
 
-    if method_file is not None:
-        from methods import load_method_file
-
-        load_method_file(method_file)
+    load_method_file(method_file)
+    exe = Execution(
+        device=device, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, data_root=data_root
+    )
     outcomes = reproduce_file(
-        file,
-        tolerance=tolerance,
-        record_dir=record_dir,
-        device=device,
-        cache_dir=cache_dir,
-        data_root=data_root,
-        progress=_progress(progress),
+        file, execution=exe, tolerance=tolerance, record_dir=record_dir, progress=progress(progress_bars)
     )
     failed = 0
     for o in outcomes:

@@ -132,6 +132,6 @@ def _token_ids(tokenizer, text: str) -> list[int]:
 
 def coop_schedule_epochs(shots: int) -> int:
     """CoOp (Zhou et al., IJCV 2022, Sec. 4.1): 50 epochs at 1 shot, 100 at 2-4, 200 at 8-16."""
-    from methods.common import epochs_for_shots
+    from methods.shared.training import epochs_for_shots
 
     return epochs_for_shots(shots, ((1, 50), (4, 100), (16, 200)))

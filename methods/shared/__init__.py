@@ -1,0 +1,1 @@
+"""Building blocks methods share (training loop, prompt learning, ...). Nothing here registers a method."""
