@@ -78,15 +78,16 @@ def run_counts(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarra
     Each side is sorted on its own (a plain sort, much cheaper than an argsort), then a stable argsort
     of the two sorted halves merges them in linear time; its indices tell which side each value came from.
     """
-    low_id, low_ood = np.sort(id_scores), np.sort(ood_scores)
-    merged = np.concatenate([low_id, low_ood])
+    merged = np.concatenate([id_scores, ood_scores])
+    merged[: id_scores.size].sort()
+    merged[id_scores.size :].sort()
     order = np.argsort(merged, kind="stable")
-    is_ood = (order >= low_id.size).view(np.int8)
+    is_ood = (order >= id_scores.size).view(np.int8)
     values = merged[order]
-    ends = np.flatnonzero(values[1:] != values[:-1])  # last position of each run of equal scores but the top one
-    if ends.size == values.size - 1:  # no ties: one sample per distinct score
+    new_value = values[1:] != values[:-1]
+    if new_value.all():  # no ties: one sample per distinct score
         return (1 - is_ood)[::-1], is_ood[::-1]
-    ends = np.append(ends, values.size - 1)
+    ends = np.append(np.flatnonzero(new_value), values.size - 1)  # last position of each run of equal scores
     ood_counts = np.diff(np.cumsum(is_ood)[ends], prepend=0)
     id_counts = np.diff(ends, prepend=-1) - ood_counts
     return id_counts[::-1], ood_counts[::-1]
@@ -101,14 +102,6 @@ def run_index(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray
     ranks = np.empty(scores.size, dtype=np.int64)
     ranks[order] = np.concatenate([[0], np.cumsum(np.diff(scores[order]) != 0)])
     return ranks[: id_scores.size], ranks[id_scores.size :], int(ranks[order[-1]]) + 1
-
-
-def _precision_terms(tps: np.ndarray, fps: np.ndarray, recall_steps: np.ndarray) -> np.ndarray:
-    """The terms (R_n - R_{n-1}) P_n of scikit-learn's average precision, written into recall_steps. A
-    threshold that accepts nothing (a distinct score absent from a resample) adds zero recall: its term is 0."""
-    accepted = tps + fps
-    precision = np.divide(tps, np.maximum(accepted, 1.0, out=accepted), out=accepted)
-    return np.multiply(recall_steps, precision, out=recall_steps)
 
 
 def _first_at_least(cum: np.ndarray, value: np.ndarray, side: str = "left") -> np.ndarray:
@@ -176,7 +169,8 @@ def curve_metrics(id_counts: np.ndarray, ood_counts: np.ndarray) -> dict[str, np
 
     Accepts one row of counts ([T]) or a batch of weightings of the same thresholds ([R, T], e.g. bootstrap
     resamples, where a count may be 0) and returns one value per row for each name in CURVE_METRICS. The
-    arithmetic is scikit-learn's, step for step, so the values equal its own to the last bit or nearly.
+    arithmetic is scikit-learn's, step for step, so the values equal its own to the last bit or nearly. Three
+    work arrays are reused throughout: on large inputs, fresh memory costs more than the arithmetic.
     """
     id_counts, ood_counts = np.atleast_2d(id_counts), np.atleast_2d(ood_counts)
     rows, width = id_counts.shape
@@ -185,24 +179,34 @@ def curve_metrics(id_counts: np.ndarray, ood_counts: np.ndarray) -> dict[str, np
     np.cumsum(id_counts, axis=1, out=above_id[:, 1:])
     np.cumsum(ood_counts, axis=1, out=above_ood[:, 1:])
     n_id, n_ood = above_id[:, -1:], above_ood[:, -1:]
-    # samples at or below each threshold (OOD positive, on negated scores), before a trailing 0
-    below_id, below_ood = n_id - above_id, n_ood - above_ood
-    tpr, fpr = above_id / n_id, above_ood / n_ood
+    tps, fps = above_id[:, 1:], above_ood[:, 1:]
+    a, b, c = np.empty_like(above_id), np.empty_like(above_id), np.empty_like(above_id)
+    values = {"fpr95": _fpr_closest(tps, fps)}
 
-    values = {
-        "fpr95": _fpr_closest(above_id[:, 1:], above_ood[:, 1:]),
-        # OOD positive reads the thresholds lowest first: views backwards
-        "fpr95_ood_positive": _fpr_first_reaching(
-            below_ood[:, -2::-1], below_id[:, -2::-1], ood_counts[:, ::-1], id_counts[:, ::-1]
-        ),
-    }
-    # trapezoidal rule, as np.trapezoid(tpr, fpr) computes it
-    sides = np.add(tpr[:, 1:], tpr[:, :-1])
-    values["auroc"] = np.sum(np.divide(np.multiply(np.diff(fpr, axis=1), sides, out=sides), 2.0, out=sides), axis=1)
-    values["aupr_in"] = np.sum(_precision_terms(above_id[:, 1:], above_ood[:, 1:], np.diff(tpr, axis=1)), axis=1)
-    recall_out = below_ood / n_ood
-    terms = _precision_terms(below_ood[:, :-1], below_id[:, :-1], np.subtract(recall_out[:, :-1], recall_out[:, 1:]))
-    values["aupr_out"] = np.sum(terms[:, ::-1], axis=1)  # summed lowest threshold first, as scikit-learn does
+    # OOD positive, on negated scores: samples at or below each threshold (before a trailing 0), read
+    # backwards so that the thresholds go lowest first
+    below_ood, below_id = np.subtract(n_ood, above_ood, out=a), np.subtract(n_id, above_id, out=b)
+    values["fpr95_ood_positive"] = _fpr_first_reaching(
+        below_ood[:, -2::-1], below_id[:, -2::-1], ood_counts[:, ::-1], id_counts[:, ::-1]
+    )
+    # AUPR-out: sum of (R_n - R_{n-1}) P_n over thresholds, lowest first, as scikit-learn's average precision
+    accepted = np.add(below_ood, below_id, out=b)[:, :-1]
+    precision = np.divide(below_ood[:, :-1], np.maximum(accepted, 1.0, out=accepted), out=accepted)
+    recall = np.divide(below_ood, n_ood, out=a)
+    terms = np.multiply(np.subtract(recall[:, :-1], recall[:, 1:], out=c[:, 1:]), precision, out=c[:, 1:])
+    values["aupr_out"] = np.sum(terms[:, ::-1], axis=1)
+
+    # AUPR-in: the same sum with ID positive, thresholds highest first
+    tpr = np.divide(above_id, n_id, out=a)
+    accepted = np.add(tps, fps, out=b[:, 1:])
+    precision = np.divide(tps, np.maximum(accepted, 1.0, out=accepted), out=accepted)
+    terms = np.multiply(np.subtract(tpr[:, 1:], tpr[:, :-1], out=c[:, 1:]), precision, out=c[:, 1:])
+    values["aupr_in"] = np.sum(terms, axis=1)
+    # AUROC by the trapezoidal rule, as np.trapezoid(tpr, fpr) computes it
+    fpr = np.divide(above_ood, n_ood, out=b)
+    sides = np.add(tpr[:, 1:], tpr[:, :-1], out=c[:, 1:])
+    widths = np.subtract(fpr[:, 1:], fpr[:, :-1], out=a[:, 1:])  # tpr is not needed after sides
+    values["auroc"] = np.sum(np.divide(np.multiply(widths, sides, out=sides), 2.0, out=sides), axis=1)
     return values
 
 
