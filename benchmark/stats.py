@@ -24,7 +24,9 @@ from benchmark.errors import OodbenchError
 from benchmark.metrics import CURVE_METRICS, check_scores, curve_metrics, ood_metrics, run_index
 
 METRICS = (*CURVE_METRICS, "id_acc")
-_CHUNK_CELLS = 1_000_000  # resamples per batch x distinct scores: bounds the memory of one batch (~10 arrays)
+# resamples per batch x distinct scores. Small batches bound the memory and run faster: their arrays stay in
+# the CPU caches, and the allocator reuses them instead of asking the system for fresh pages each time.
+_CHUNK_CELLS = 100_000
 
 
 @dataclass(frozen=True)
