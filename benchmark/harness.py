@@ -51,8 +51,10 @@ from benchmark.provenance import (
     seed_everything,
 )
 from benchmark.results import (
+    INTERVAL_METRICS,
     SCHEMA_VERSION,
     ResultRow,
+    interval_columns,
     rows_frame,
     run_stem,
     score_column,
@@ -61,6 +63,7 @@ from benchmark.results import (
     write_results,
     write_scores,
 )
+from benchmark.stats import bootstrap_intervals
 from benchmark.suites import SUITES, SuiteSpec
 from methods import load_methods
 from methods.base import (
@@ -568,8 +571,6 @@ class Harness:
             seed=key.seed,
             id_dataset=suite.id_test,
             id_acc=acc,
-            id_acc_low=math.nan,
-            id_acc_high=math.nan,
             protocol=cls.protocol,
             uses_extra_data=EXTRA_DATA in cls.uses,
             uses_language_model=LANGUAGE_MODEL in cls.uses,
@@ -593,15 +594,23 @@ class Harness:
             peak_memory_mb=outputs.peak_memory_mb,
         )
         rows = []
+        id_correct = id_out.logits.argmax(axis=1) == id_labels
         for spec in resolved.scores:
             column = columns[local_key(spec)]
             id_scores = per_dataset[suite.id_test][column]
             for group, name in suite.ood_sets():
-                m = ood_metrics(id_scores, per_dataset[name][column])
-                nan = math.nan
+                ood_scores = per_dataset[name][column]
+                m = ood_metrics(id_scores, ood_scores)
+                # intervals only for runs that keep their per-sample scores, so that anyone can recompute them
+                ci = bootstrap_intervals(id_scores, ood_scores, id_correct=id_correct) if ex.save_scores else {}
+                bounds = {
+                    c: ci.get(metric, (math.nan, math.nan))[k]
+                    for metric in INTERVAL_METRICS
+                    for k, c in enumerate(interval_columns(metric))
+                }
                 rows.append(
                     ResultRow(
-                        **common,
+                        **{**common, **bounds},
                         score=spec.name,
                         score_config=spec.config_json,
                         ood_dataset=name,
@@ -613,16 +622,6 @@ class Harness:
                         aupr_out=m.aupr_out,
                         n_id=m.n_id,
                         n_ood=m.n_ood,
-                        fpr95_low=nan,
-                        fpr95_high=nan,
-                        fpr95_ood_positive_low=nan,
-                        fpr95_ood_positive_high=nan,
-                        auroc_low=nan,
-                        auroc_high=nan,
-                        aupr_in_low=nan,
-                        aupr_in_high=nan,
-                        aupr_out_low=nan,
-                        aupr_out_high=nan,
                     )
                 )
         return rows_frame(rows), scores_frame(per_dataset, columns)

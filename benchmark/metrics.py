@@ -1,6 +1,6 @@
 """OOD detection metrics, the one implementation in the project.
 
-Scores are higher-is-more-ID (DESIGN.md). This module is the only place a sign or a class role flips.
+Scores are higher-is-more-ID (docs/design.md). This module is the only place a sign or a class role flips.
 
 - `fpr95`: ID is the positive class, as in the MCM/LoCoOp reference evaluation: over the ROC curve's
   distinct thresholds, up to the first one that accepts every ID sample, the point whose TPR is
