@@ -64,6 +64,13 @@ def test_vocabulary_reads_files_in_sorted_order_and_keeps_first_occurrence(tmp_p
     assert vocab.files == ("adj.all", "adj.pert", "adj.ppl", "noun.Tops", "noun.artifact", "noun.time")
 
 
+def test_nouns_first_keeps_shared_words_as_nouns(tmp_path):
+    vocab = wordnet.vocabulary(root=_write(tmp_path / "wn"), nouns_first=True)
+    assert vocab.nouns == ("entity", "abstraction", "fresnel lens", "present")
+    assert vocab.adjectives == ("able", "galore", "abdominal", "hand-held")
+    assert vocab.files[0] == "noun.Tops"
+
+
 def test_csp_exclusions_and_custom_exclusions(tmp_path):
     root = _write(tmp_path / "wn")
     assert wordnet.vocabulary(exclude=wordnet.CSP_EXCLUDED, root=root).adjectives == (
@@ -128,3 +135,6 @@ def test_installed_wordnet_3_0():
     assert "fresnel lens" in vocab.nouns and "tench" not in vocab.nouns  # tench is only in noun.animal
     csp = wordnet.vocabulary(exclude=wordnet.CSP_EXCLUDED)
     assert (len(csp.nouns), len(csp.adjectives)) == (46446, 11047)
+    adaneg = wordnet.vocabulary(nouns_first=True)
+    assert (len(adaneg.nouns), len(adaneg.adjectives)) == (58514, 12280)
+    assert set(adaneg.nouns) | set(adaneg.adjectives) == set(vocab.nouns) | set(vocab.adjectives)

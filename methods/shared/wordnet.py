@@ -165,7 +165,9 @@ class Vocabulary:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def vocabulary(*, exclude: Collection[str] = NEGLABEL_EXCLUDED, root: str | Path | None = None) -> Vocabulary:
+def vocabulary(
+    *, exclude: Collection[str] = NEGLABEL_EXCLUDED, nouns_first: bool = False, root: str | Path | None = None
+) -> Vocabulary:
     """Nouns and adjectives as NegLabel's loader collects them from its per-file lists.
 
     Files are read in sorted name order (adjective files first), and a word is kept only the first time
@@ -173,6 +175,9 @@ def vocabulary(*, exclude: Collection[str] = NEGLABEL_EXCLUDED, root: str | Path
     reference reads the files in `os.listdir` order, which depends on the file system; sorting makes
     the result reproducible (the reference's own selection, 8578 nouns and 1921 adjectives at 15%,
     implies that most adjective files were read first there too).
+
+    `nouns_first=True` reads the noun files first, so a word that is both stays a noun: AdaNeg's pool
+    (OpenOOD-VLM's clip_for_wordnet_prepare.py drops from the adjectives every word that is a noun).
     """
     unknown = sorted(set(exclude) - set(LEXICOGRAPHER_FILES.values()))
     if unknown:
@@ -182,7 +187,12 @@ def vocabulary(*, exclude: Collection[str] = NEGLABEL_EXCLUDED, root: str | Path
     seen: set[str] = set()
     nouns: list[str] = []
     adjectives: list[str] = []
-    files = tuple(sorted(name for name in per_file if name not in set(exclude)))
+    files = tuple(
+        sorted(
+            (name for name in per_file if name not in set(exclude)),
+            key=lambda n: (nouns_first != n.startswith("noun"), n),
+        )
+    )
     for name in files:
         target = nouns if name.startswith("noun") else adjectives
         for word in per_file[name]:
