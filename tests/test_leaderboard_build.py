@@ -85,7 +85,7 @@ def test_downloads_hold_the_merged_valid_rows(results, tmp_path):
         "evil.parquet",
     }
     reported = pd.read_csv(tmp_path / "site" / "downloads" / "reported.csv")
-    assert "Ming et al." in reported["citation"].iloc[0]
+    assert reported["citation"].str.contains("Ming et al.").any()
     imagenet = next((tmp_path / "site").glob("suite-imagenet1k-far-*.html")).read_text()
     assert 'class="badge reported"' in imagenet and "42.7" in imagenet and "90.8" in imagenet
 
