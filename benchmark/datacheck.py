@@ -51,6 +51,7 @@ from benchmark.datasets import (
 )
 from benchmark.errors import DataError, OodbenchError, UnknownNameError
 from benchmark.registry import Registry, suggest
+from benchmark.safewalk import check_listed_inside, files_inside
 
 if TYPE_CHECKING:
     from benchmark.suites import SuiteSpec
@@ -75,14 +76,9 @@ LAYOUTS: Registry[Layout] = Registry("layout", list_command="docs/data.md")
 # ---------------------------------------------------------------- layouts
 
 
-def _image_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder; pass the folder that holds the images.")
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in filenames if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
-    return out
+def _image_files(folder: Path, *, root: Path | None = None) -> list[Path]:
+    """Image files under `folder`; links may not leave the copy `root` (default: `folder`) nor loop."""
+    return files_inside(folder, root=root or folder, keep=lambda name: name.lower().endswith(IMAGE_SUFFIXES))
 
 
 def _rel(path: Path, src: Path) -> str:
@@ -121,7 +117,7 @@ def layout_class_folders(src: Path, spec: DatasetSpec, arg: str, class_list: Pat
     shipped = _shipped(spec.classnames)
     if shipped is not None:
         _same_names(names, shipped, spec)
-    entries = sorted((_rel(p, src), i) for i, f in enumerate(folders) for p in _image_files(src / f))
+    entries = sorted((_rel(p, src), i) for i, f in enumerate(folders) for p in _image_files(src / f, root=src))
     return Enumerated(entries, None if shipped is not None else names)
 
 
@@ -162,7 +158,7 @@ def layout_imagenet(src: Path, spec: DatasetSpec, arg: str, class_list: Path | N
             f"{src} lacks {len(missing)} of the {len(wnids)} class folders of {spec.name!r} "
             f"(first: {missing[:SHOWN_PATHS]}); ImageNet must be sorted into one folder per wnid."
         )
-    found.entries = sorted((_rel(p, src), i) for i, w in enumerate(wnids) for p in _image_files(src / w))
+    found.entries = sorted((_rel(p, src), i) for i, w in enumerate(wnids) for p in _image_files(src / w, root=src))
     return found
 
 
@@ -237,6 +233,7 @@ def enumerate_copy(spec: DatasetSpec, src: Path, *, class_list: Path | None = No
     found = LAYOUTS.get(name)(src, spec, arg, class_list)
     for rel, _ in found.entries:
         safe_relative(rel, where=f"dataset {spec.name!r}")
+    check_listed_inside(src, [rel for rel, _ in found.entries])  # no listed file is a link out of the copy
     return found
 
 
@@ -380,6 +377,19 @@ def prepare_dataset(
         },
     )
     return Prepared(spec, n, digest, content, notes)
+
+
+def require_prepared(name: str, *, source: Path, prepared: int, skipped: list[tuple[DatasetSpec, Path]]) -> None:
+    """DataError when a suite's `data prepare` found none of its datasets: a run that pins nothing is a mistake
+    (usually --from points at the wrong folder), not a success."""
+    if prepared or not skipped:
+        return
+    expected = "; ".join(f"{spec.name} at {where}" for spec, where in skipped)
+    raise DataError(
+        f"Nothing was prepared: none of the {len(skipped)} local datasets of {name} is under {source}. For a "
+        f"suite, --from must be laid out like the data root, each dataset in its folder: {expected}. To prepare "
+        f"one dataset from a folder of its own, name the dataset: `oodbench data prepare DATASET --from FOLDER`."
+    )
 
 
 # ---------------------------------------------------------------- check

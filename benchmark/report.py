@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import pandas as pd
-from rich.table import Table
+from rich.text import Text
 
 from benchmark.results import KEY_COLUMNS
 from benchmark.summary import group_means
 from methods.scores import labelled
+from benchmark.tables import TextTable
 
 
 def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def run_table(rows: pd.DataFrame, *, title: str | None = None) -> Table:
+def run_table(rows: pd.DataFrame, *, title: str | None = None) -> TextTable:
     """One run's rows: per score, ID accuracy, FPR95/AUROC on every OOD set, near and far means."""
     rows = labelled(rows)
     ood = rows[["ood_group", "ood_dataset"]].drop_duplicates()
-    table = Table(title=title, caption="FPR95 (lower is better) / AUROC (higher is better), in %")
+    table = TextTable(title=title, caption="FPR95 (lower is better) / AUROC (higher is better), in %")
     table.add_column("score", style="bold")
     table.add_column("ID acc", justify="right")
     for grp, name in ood.itertuples(index=False):
@@ -39,21 +40,20 @@ def run_table(rows: pd.DataFrame, *, title: str | None = None) -> Table:
     return table
 
 
-def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> Table:
+def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> TextTable:
     """Per score: the change of a fine-tuned run against the zero-shot run (percentage points)."""
     b = group_means(labelled(base), ["score_label"]).set_index("score_label")
     t = group_means(labelled(tuned), ["score_label"]).set_index("score_label")
-    table = Table(
+    table = TextTable(
         title=title,
         caption="change in percentage points (FPR95: negative is better; AUROC, ID acc: positive is better)",
     )
     for col in ("score", "ID acc", "near FPR95", "near AUROC", "far FPR95", "far AUROC"):
         table.add_column(col, justify="left" if col == "score" else "right")
 
-    def fmt(d: float, good_if_negative: bool) -> str:
+    def fmt(d: float, good_if_negative: bool) -> Text:
         good = d < 0 if good_if_negative else d > 0
-        colour = "green" if good else "red" if d != 0 else "white"
-        return f"[{colour}]{100 * d:+.1f}[/{colour}]"
+        return Text(f"{100 * d:+.1f}", style="green" if good else "red" if d != 0 else "white")
 
     for score in t.index.intersection(b.index):
         d = t.loc[score] - b.loc[score]
@@ -68,11 +68,11 @@ def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> Table
     return table
 
 
-def seed_summary_table(rows: pd.DataFrame, *, title: str | None = None) -> Table:
+def seed_summary_table(rows: pd.DataFrame, *, title: str | None = None) -> TextTable:
     """Mean +- std over seeds for each (method, config, shots, score)."""
     keys = ["backbone", "method", "config_hash", "shots", "score_label"]
     per_seed = group_means(labelled(rows), keys + ["seed"])
-    table = Table(title=title, caption="mean ± std over seeds, in %")
+    table = TextTable(title=title, caption="mean ± std over seeds, in %")
     for col in ("method", "shots", "score", "seeds", "ID acc", "near FPR95", "near AUROC", "far FPR95", "far AUROC"):
         table.add_column(col, justify="left" if col in ("method", "score") else "right")
     for key, g in per_seed.groupby(keys, sort=True):

@@ -27,6 +27,7 @@ from benchmark.errors import OodbenchError
 from benchmark.results import SCHEMA, registered_suites, to_table
 from leaderboard.aggregate import ENTRY_KEY, PER_SET, all_entries, entry_id, id_acc_table, per_set_table
 from leaderboard.collect import Inputs, Skipped, collect
+from leaderboard.csv_safety import escape_frame
 from leaderboard.plots import Series, colour, line_chart, scatter_chart
 from leaderboard.reported import GROUP_MEAN
 
@@ -343,8 +344,8 @@ def _write_downloads(inputs: Inputs, folder: Path) -> None:
     csv_rows = rows.copy()
     if "created_at" in csv_rows:
         csv_rows["created_at"] = csv_rows["created_at"].map(lambda t: t.isoformat())
-    csv_rows.to_csv(folder / "oodbench-results.csv", index=False)
-    inputs.reported.to_csv(folder / "reported.csv", index=False)
+    escape_frame(csv_rows).to_csv(folder / "oodbench-results.csv", index=False)  # no cell runs as a formula
+    escape_frame(inputs.reported).to_csv(folder / "reported.csv", index=False)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

@@ -15,6 +15,7 @@ from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
 from benchmark.records import read_verifications
 from benchmark.results import registered_suites, result_files, validate_file
+from leaderboard.inside import outside_reason
 from leaderboard.reported import validate_reported_file
 
 REPORTED_DIR = "reported"
@@ -56,6 +57,9 @@ def collect(results_dir: Path) -> Inputs:
     files = result_files(root)
     for path in files:
         rel = _rel(path, root)
+        if why := outside_reason(path, root):
+            skipped.append(Skipped(rel, [why]))
+            continue
         check = validate_file(path, suites=suites)
         if not check.ok:
             skipped.append(Skipped(rel, check.problems))
@@ -72,6 +76,9 @@ def collect(results_dir: Path) -> Inputs:
 
     reported = []
     for path in sorted((root / REPORTED_DIR).glob("*.csv")):
+        if why := outside_reason(path, root):
+            skipped.append(Skipped(_rel(path, root), [why]))
+            continue
         check = validate_reported_file(path, suites=suites)
         if check.ok:
             reported.append(check.rows)
@@ -80,6 +87,10 @@ def collect(results_dir: Path) -> Inputs:
 
     records, bad = read_verifications(root / VERIFICATIONS_DIR)
     skipped += [Skipped(_rel(p, root), problems) for p, problems in bad]
+    for path in sorted((root / VERIFICATIONS_DIR).glob("*.json")):  # a record <run_id>.json linked from elsewhere
+        if why := outside_reason(path, root):
+            skipped.append(Skipped(_rel(path, root), [why]))
+            records.pop(path.stem, None)
     verification = {}
     for run_id, record in records.items():
         if run_id not in seen:

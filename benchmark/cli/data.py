@@ -40,9 +40,11 @@ def check_cmd(
 ) -> None:
     """For every dataset: present, complete and matching its pin? For a missing one: where to get it and where to
     put it."""
-    from rich.table import Table
+    from rich.markup import escape
+    from rich.text import Text
 
     from benchmark.datacheck import check_classnames, check_dataset, resolve_targets
+    from benchmark.tables import TextTable as Table  # details hold paths from the user's copy: never markup
 
     root = _root(data_root)
     specs, suite = resolve_targets(name)
@@ -58,11 +60,11 @@ def check_cmd(
             continue
         seen.add(st.name)
         colour = "green" if st.ok else "red"
-        table.add_row(st.name, f"[{colour}]{st.state}[/{colour}]", st.detail)
+        table.add_row(st.name, Text(st.state, style=colour), st.detail)
     console.print(table)
     bad = [st for st in statuses if not st.ok]
     for st in bad:
-        console.print(f"[bold]{st.name}[/bold] ({st.state}): {st.fix}", highlight=False)
+        console.print(f"[bold]{escape(st.name)}[/bold] ({st.state}): {escape(st.fix)}", highlight=False)
     if bad:
         raise typer.Exit(1)
     console.print(f"all {len(seen)} datasets of {name} are present and match their pins.")
@@ -101,7 +103,9 @@ def prepare_cmd(
     Your files are never edited: the folder is linked (or with --copy, copied) under the data root, and the
     ordered image list and its hashes are written to <data root>/.oodbench/.
     """
-    from benchmark.datacheck import prepare_dataset, resolve_targets
+    from rich.markup import escape
+
+    from benchmark.datacheck import prepare_dataset, require_prepared, resolve_targets
     from benchmark.datasets import ImageListSource
 
     root = _root(data_root)
@@ -110,16 +114,20 @@ def prepare_cmd(
     if not local:
         raise OodbenchError(f"{name} has no datasets read from local files; nothing to prepare.")
     single = suite is None  # one dataset: --from is its folder; a suite: --from is a tree like the data root
+    skipped = []
     for spec in dict.fromkeys(local):
         src = source if single else source / spec.source.root
         if not single and not src.exists():
-            console.print(f"[yellow]skip[/yellow] {spec.name}: no {src}")
+            console.print(f"[yellow]skip[/yellow] {spec.name}: no {escape(str(src))}")
+            skipped.append((spec, src))
             continue
         done = prepare_dataset(
             spec, src, data_root=root, copy=copy, accept_count=accept_count, class_list=class_list, workers=workers
         )
         console.print(
             f"[green]prepared[/green] {spec.name}: {done.num_images} images, list sha256 "
-            f"{done.list_sha256[:16]}, content sha256 {done.content_sha256[:16]}; " + "; ".join(done.notes),
+            f"{done.list_sha256[:16]}, content sha256 {done.content_sha256[:16]}; "
+            + "; ".join(map(escape, done.notes)),
             highlight=False,
         )
+    require_prepared(name, source=source, prepared=len(dict.fromkeys(local)) - len(skipped), skipped=skipped)
