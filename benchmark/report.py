@@ -7,8 +7,8 @@ from rich.text import Text
 
 from benchmark.results import KEY_COLUMNS
 from benchmark.summary import group_means
-from methods.scores import labelled
 from benchmark.tables import TextTable
+from methods.scores import labelled
 
 
 def pct(x: float) -> str:

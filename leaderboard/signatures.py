@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.reproduce import validate_record
+from benchmark.records import validate_record
 from benchmark.signing import signature_path, verify_bytes
 
 

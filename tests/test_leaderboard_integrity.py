@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmark.hashing import sha256_file
-from benchmark.reproduce import RECORD_FORMAT
-from benchmark.results import read_results
+from benchmark.records import RECORD_FORMAT
+from benchmark.results import read_results, scores_path
 from leaderboard.build import build_site
 from leaderboard.collect import collect
 
@@ -23,6 +23,7 @@ def results(tmp_path, demo_run) -> Path:
     root = tmp_path / "results"
     root.mkdir()
     shutil.copy(demo_run["file"], root / "demo.parquet")
+    shutil.copy(scores_path(demo_run["file"]), scores_path(root / "demo.parquet"))
     return root
 
 
@@ -88,6 +89,7 @@ def test_a_symlinked_verification_record_from_outside_is_not_used(results, tmp_p
 def test_links_that_stay_inside_the_results_folder_are_read(results):
     (results / "by-method").mkdir()
     (results / "demo.parquet").rename(results / "by-method" / "demo.parquet")
+    scores_path(results / "demo.parquet").rename(scores_path(results / "by-method" / "demo.parquet"))
     (results / "latest.parquet").symlink_to(Path("by-method") / "demo.parquet")  # relative, inside
     inputs = collect(results)
     # the same file twice: its run is counted once; the link's copy is the duplicate

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.reproduce import RECORD_FORMAT
+from benchmark.records import RECORD_FORMAT
 from benchmark.signing import NAMESPACE, SigningError, sign_record, signature_path, verify_record
 from leaderboard.signatures import verified_runs
 

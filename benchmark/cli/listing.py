@@ -16,7 +16,7 @@ LISTABLE = ("suites", "backbones", "methods", "scores", "datasets")
 
 def list_cmd(what: Annotated[str, typer.Argument(help=f"One of: {', '.join(LISTABLE)}.")]) -> None:
     """List registered suites, backbones, methods, scores or datasets."""
-    from rich.table import Table
+    from benchmark.tables import TextTable as Table  # names and descriptions may come from plugins: never markup
 
     if what not in LISTABLE:
         from benchmark.registry import suggest
