@@ -148,6 +148,45 @@ def _wnids(spec: DatasetSpec, class_list: Path | None) -> tuple[list[str], Enume
     return wnids, Enumerated([], [names[w] for w in wnids], {f"{stem}.wnids": "\n".join(wnids) + "\n"})
 
 
+def _recorded_class_list(spec: DatasetSpec, data_root: Path, class_list: Path | None) -> Path | None:
+    """The class list to use: the one given, or the one an earlier `prepare` recorded under the data root (it is
+    passed once per suite, e.g. for imagenet100-val, and reused for imagenet100-train); a different one is refused,
+    since it would label the pool and the test split differently."""
+    if not spec.classnames or (CLASSNAMES_DIR / f"{Path(spec.classnames).stem}.wnids").exists():
+        return class_list
+    recorded = data_root / STATE_DIR / "classnames" / f"{Path(spec.classnames).stem}.wnids"
+    if not recorded.exists():
+        return class_list
+    if class_list is None:
+        return recorded
+    try:
+        given = [line.split()[0] for line in class_list.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError:
+        return class_list  # _wnids reports the unreadable file
+    if given != read_classnames(recorded.name, data_root=data_root):
+        raise DataError(
+            f"The class list {class_list} differs from {recorded}, recorded by an earlier `data prepare` with "
+            f"--class-list; every dataset of a suite must use one list. Drop --class-list to reuse the recorded one, "
+            f"or delete {recorded} and prepare each dataset that uses it again."
+        )
+    return class_list
+
+
+def _same_as_recorded(spec: DatasetSpec, found: Enumerated, data_root: Path) -> None:
+    """Class names read from a copy must equal those an earlier `prepare` wrote for the same file (the other split
+    of the dataset, e.g. Stanford Cars' train and test folders): labels are positions in that file."""
+    names_file = data_root / STATE_DIR / "classnames" / (spec.classnames or "")
+    if found.classnames is None or not spec.classnames or not names_file.is_file():
+        return
+    if read_classnames(spec.classnames, data_root=data_root) != [n.strip() for n in found.classnames]:
+        raise DataError(
+            f"The classes of your copy of {spec.name!r} differ from {names_file}, written by an earlier "
+            f"`data prepare` of a dataset that shares them: the pool and the test split must have the same "
+            f"classes in the same order. Check both come from one release; to replace the classes, delete "
+            f"{names_file} and prepare every dataset that uses it again."
+        )
+
+
 @LAYOUTS.register("imagenet")
 def layout_imagenet(src: Path, spec: DatasetSpec, arg: str, class_list: Path | None) -> Enumerated:
     """`<wnid>/<image>` for the wnids of the spec's class list, labelled in list order."""
@@ -331,7 +370,9 @@ def prepare_dataset(
     src = src.expanduser()
     if not src.is_dir():
         raise DataError(f"--from {src} is not a folder. {source.instructions}")
+    class_list = _recorded_class_list(spec, data_root, class_list)
     found = enumerate_copy(spec, src, class_list=class_list)
+    _same_as_recorded(spec, found, data_root)
     n = len(found.entries)
     if n == 0:
         raise DataError(f"No images of {spec.name!r} found under {src}. {source.instructions}")
@@ -355,8 +396,14 @@ def prepare_dataset(
     notes.append(_place(src, data_root / source.root, found.entries, copy=copy))
     state = data_root / STATE_DIR
     if found.classnames is not None and spec.classnames:
+<<<<<<< HEAD
         write_text_atomic(state / "classnames" / spec.classnames, "\n".join(found.classnames) + "\n")
         notes.append(f"wrote class names {state / 'classnames' / spec.classnames}")
+=======
+        names_file = state / "classnames" / spec.classnames
+        _write_text_atomic(names_file, "\n".join(found.classnames) + "\n")
+        notes.append(f"wrote class names {names_file}")
+>>>>>>> h/rehearsal
     for file, text in found.extra_files.items():
         write_text_atomic(state / "classnames" / file, text)
     if not is_pinned(spec):

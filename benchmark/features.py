@@ -9,6 +9,7 @@ round-robin between ranks and rank 0 assembles the final file. Features are stor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from benchmark.distributed import all_agree, barrier, rank_world
 from benchmark.encoders import FEATURE_KINDS
 from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
+from benchmark.imagepipe import ImageBatches, TensorTransform, resolve_pipeline
 from benchmark.progress import Progress
 
 CACHE_ENV = "OODBENCH_CACHE"
@@ -80,6 +82,15 @@ class _Images(torch.utils.data.Dataset):
         return self.preprocess(self.dataset.get_image(i))
 
 
+def preprocess_key(backbone: Backbone, pipeline: str | None = None) -> tuple[str, TensorTransform | None]:
+    """The preprocessing part of the cache key, and the tensor transform when the fast pipeline
+    (benchmark.imagepipe) reproduces the backbone's transform; None keeps the PIL path and its key."""
+    transform = TensorTransform.from_transform(backbone.preprocess) if resolve_pipeline(pipeline) == "tensor" else None
+    if transform is None:
+        return backbone.preprocess_id, None
+    return f"{backbone.preprocess_id} | {transform.describe(decoder=ImageBatches.decoder(backbone.device))}", transform
+
+
 def _block_path(block_dir: Path, i: int) -> Path:
     return block_dir / f"{i:06d}.npy"
 
@@ -109,13 +120,16 @@ def _encode_blocks(
     batch_size: int,
     num_workers: int,
     progress,
+    transform: TensorTransform | None = None,
 ) -> None:
-    """Encode `blocks` (index -> image range) with one DataLoader, saving each block atomically when complete."""
+    """Encode `blocks` (index -> image range) with one loader, saving each block atomically when complete: the
+    fast tensor pipeline (`transform`, decoding in max(1, num_workers) threads) or the PIL DataLoader."""
     encoder = FEATURE_KINDS.get(kind)
     device = backbone.device
     order = sorted(blocks)
     batches = [list(blocks[b][s : s + batch_size]) for b in order for s in range(0, len(blocks[b]), batch_size)]
     owner = [b for b in order for _ in range(0, len(blocks[b]), batch_size)]
+<<<<<<< HEAD
     loader = torch.utils.data.DataLoader(
         _Images(dataset, backbone.preprocess),
         batch_sampler=batches,
@@ -124,9 +138,24 @@ def _encode_blocks(
         prefetch_factor=4 if num_workers > 0 else None,
     )
     dtype = AUTOCAST[precision]
+=======
+    if transform is not None:
+        loader = ImageBatches(dataset, transform, batches, device=device, threads=num_workers)
+    else:
+        loader = contextlib.nullcontext(
+            torch.utils.data.DataLoader(
+                _Images(dataset, backbone.preprocess),
+                batch_sampler=batches,
+                num_workers=num_workers,
+                pin_memory=device.type == "cuda",
+                prefetch_factor=4 if num_workers > 0 else None,
+            )
+        )
+    dtype = PRECISIONS[precision]
+>>>>>>> h/rehearsal
     pending: list[np.ndarray] = []
-    with torch.inference_mode():
-        for j, images in enumerate(loader):
+    with loader as loaded, torch.inference_mode():
+        for j, images in enumerate(loaded):
             images = images.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 feats = encoder(backbone, images)
@@ -207,22 +236,25 @@ def extract_features(
     num_workers: int = 0,
     progress: Progress | None = None,
     block_size: int = BLOCK_SIZE,
+    pipeline: str | None = None,
 ) -> Features:
     """Features of every image of `dataset`, from the cache or encoded now (and cached).
 
     Resumable: finished blocks of an interrupted run are kept and only missing ones are encoded. Under
     torchrun each rank encodes every world_size-th block and rank 0 assembles. A damaged cache file is
     detected (size, shape, sha256) and rebuilt with a warning. Out of device memory, the batch is halved
-    (with a warning) until it fits."""
+    (with a warning) until it fits. `pipeline` "tensor" (default, or $OODBENCH_IMAGE_PIPELINE) decodes and
+    resizes with benchmark.imagepipe, "pil" with the backbone's PIL transform; each caches under its own key."""
     FEATURE_KINDS.get(kind)
     if precision not in PRECISIONS:
         raise OodbenchError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
     if block_size < 1:
         raise OodbenchError(f"block_size must be at least 1 (got {block_size}).")
+    preprocess, transform = preprocess_key(backbone, pipeline)
     key = FeatureKey(
         backbone.arch,
         backbone.weights_sha256,
-        backbone.preprocess_id,
+        preprocess,
         precision,
         dataset.spec.name,
         dataset.spec.version,
@@ -274,6 +306,7 @@ def extract_features(
                     batch_size=batch_size,
                     num_workers=num_workers,
                     progress=task,
+                    transform=transform,
                 )
                 todo = {}
             except torch.OutOfMemoryError:

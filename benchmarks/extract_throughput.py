@@ -1,18 +1,23 @@
-"""Feature-extraction throughput: the full pipeline against the model's forward alone.
+"""Feature-extraction throughput: the full pipeline against the model's forward alone, before and after
+the fast image pipeline (benchmark/imagepipe.py), in one run.
 
-For each backbone this measures, in one run,
-  pipeline  images/s of `benchmark.features.extract_features` on JPEG files (read + decode +
-            preprocess + DataLoader + encode + fp16 cache write), a fresh cache each repeat;
-  forward   images/s of the image encoder alone on the same images already preprocessed and
-            on the device (the upper bound for that device and precision);
-and reports pipeline / forward (median over repeats). A ratio well below 1 means the input
-pipeline, not the model, limits extraction: raise --num-workers.
+For each backbone this measures, interleaved in each repeat,
+  pil       images/s of `benchmark.features.extract_features` with the PIL path (read + PIL decode +
+            the backbone's PIL transform + DataLoader + encode + fp16 cache write), a fresh cache;
+  tensor    the same with the tensor pipeline (torchvision decode, tensor resize, batched
+            normalisation, in max(1, --num-workers) background threads);
+  forward   images/s of the image encoder alone on the same images already preprocessed and on
+            the device (the upper bound for that device and precision);
+and reports pil / forward, tensor / forward and tensor / pil (medians of the per-repeat ratios), plus
+the preprocessing alone per image (decode to normalised tensor, one image at a time, this thread).
+A ratio well below 1 means the input pipeline, not the model, limits extraction.
 
-    python benchmarks/extract_throughput.py                       # CPU, small counts, a few minutes
+    nice -n 10 python benchmarks/extract_throughput.py            # CPU, small counts, a few minutes
     python benchmarks/extract_throughput.py --device cuda --precision bf16 --images 2048 --num-workers 8
 
-Backbones: the bundled demo CLIP and a randomly initialised ViT-B-16 (open_clip, pretrained=None):
-speed does not depend on the weights, and no download is needed.
+Backbones: the bundled demo CLIP (on the bundled demo images and on generated JPEGs) and a randomly
+initialised ViT-B-16 (open_clip, pretrained=None): speed does not depend on the weights, and no
+download is needed.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from benchmark.data import load_dataset
 from benchmark.datacheck import prepare_dataset
 from benchmark.datasets import DatasetSpec, ImageListSource
 from benchmark.features import AUTOCAST, extract_features
+from benchmark.imagepipe import TensorTransform, decode_rgb
 from benchmark.provenance import device_description, resolve_device
+from benchmark.suites import SUITES
 
 
 def make_images(folder: Path, n: int, size: tuple[int, int]) -> DatasetSpec:
@@ -77,7 +84,7 @@ def random_vit_b16(device: torch.device) -> Backbone:
     )
 
 
-def time_pipeline(backbone: Backbone, dataset, *, args, work: Path) -> float:
+def time_pipeline(backbone: Backbone, dataset, *, args, work: Path, pipeline: str) -> float:
     cache = Path(tempfile.mkdtemp(dir=work, prefix="cache-"))
     sync(backbone.device)
     start = time.perf_counter()
@@ -88,6 +95,7 @@ def time_pipeline(backbone: Backbone, dataset, *, args, work: Path) -> float:
         precision=args.precision,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        pipeline=pipeline,
     )
     sync(backbone.device)
     assert not feats.cache_hit and feats.array.shape[0] == len(dataset)
@@ -113,23 +121,56 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def preprocess_us(backbone: Backbone, dataset, n: int) -> dict[str, float]:
+    """Microseconds per image from bytes to a normalised tensor, one image at a time: PIL path vs tensor path."""
+    transform = TensorTransform.from_transform(backbone.preprocess)
+    assert transform is not None, "the backbone's transform is not one the tensor pipeline reproduces"
+    idx = [i % len(dataset) for i in range(n)]
+
+    def pil(i: int) -> torch.Tensor:
+        return backbone.preprocess(dataset.get_image(i))
+
+    def tensor(i: int) -> torch.Tensor:
+        image = decode_rgb(dataset.get_bytes(i))
+        image = transform.pil_image(dataset.get_image(i)) if image is None else transform.geometry(image)
+        return transform.normalize(image[None])[0]
+
+    out = {}
+    for name, fn in (("pil", pil), ("tensor", tensor)):
+        fn(idx[0])
+        start = time.perf_counter()
+        for i in idx:
+            fn(i)
+        out[name] = (time.perf_counter() - start) / n * 1e6
+    return out
+
+
 def measure(backbone: Backbone, dataset, *, args, work: Path) -> dict:
     tensors = torch.stack([backbone.preprocess(dataset.get_image(i)) for i in range(len(dataset))]).to(backbone.device)
     time_forward(backbone, tensors[: args.batch_size], args=args)  # warm-up (kernels, allocator)
-    pipeline, forward, ratio = [], [], []
-    for _ in range(args.repeats):  # interleaved, so that drifting machine load hits both alike
-        p = time_pipeline(backbone, dataset, args=args, work=work)
+    runs: dict[str, list[float]] = {k: [] for k in ("pil", "tensor", "forward", "pil_r", "tensor_r", "speedup")}
+    pre: dict[str, list[float]] = {"pil": [], "tensor": []}
+    for _ in range(args.repeats):  # interleaved, so that drifting machine load hits all alike
+        p_old = time_pipeline(backbone, dataset, args=args, work=work, pipeline="pil")
+        p_new = time_pipeline(backbone, dataset, args=args, work=work, pipeline="tensor")
         f = time_forward(backbone, tensors, args=args)
-        pipeline.append(p)
-        forward.append(f)
-        ratio.append(p / f)
+        for k, v in zip(runs, (p_old, p_new, f, p_old / f, p_new / f, p_new / p_old), strict=True):
+            runs[k].append(v)
+        for k, v in preprocess_us(backbone, dataset, min(len(dataset), 200)).items():
+            pre[k].append(v)
+    med = {k: statistics.median(v) for k, v in runs.items()}
     return {
         "backbone": backbone.name,
         "input": "x".join(map(str, tensors.shape[1:])),
         "images": len(dataset),
-        "pipeline_img_s": statistics.median(pipeline),
-        "forward_img_s": statistics.median(forward),
-        "ratio": statistics.median(ratio),
+        "pil_img_s": med["pil"],
+        "tensor_img_s": med["tensor"],
+        "forward_img_s": med["forward"],
+        "pil_ratio": med["pil_r"],
+        "tensor_ratio": med["tensor_r"],
+        "speedup": med["speedup"],
+        "preprocess_pil_us": statistics.median(pre["pil"]),
+        "preprocess_tensor_us": statistics.median(pre["tensor"]),
         "repeats": args.repeats,
     }
 
@@ -143,22 +184,34 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", default="500x375", help="generated JPEG size WxH (ImageNet's typical 500x375)")
-    parser.add_argument("--backbones", default="demo,vit-b-16")
+    parser.add_argument(
+        "--backbones", default="demo-data,demo,vit-b-16", help="demo-data: the demo backbone on the bundled images"
+    )
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
     size = tuple(int(x) for x in args.size.split("x"))
     rows = []
     with tempfile.TemporaryDirectory(prefix="oodbench-throughput-") as tmp:
         work = Path(tmp)
         for which in args.backbones.split(","):
-            n = args.images * (8 if which == "demo" else 1)  # the demo model is tiny: more images for stable timing
-            src, root = work / f"src-{which}", work / f"root-{which}"
-            spec = make_images(src, n, size)
-            prepare_dataset(spec, src / "images", data_root=root)
-            dataset = load_dataset(spec, data_root=root)
-            backbone = load_backbone(DEMO_BACKBONE, device=device) if which == "demo" else random_vit_b16(device)
-            rows.append(measure(backbone, dataset, args=args, work=work))
+            if which == "demo-data":  # the demo backbone on the bundled demo images (28x28 grey PNGs, no resize)
+                dataset = load_dataset(SUITES.get("fmnist-ood").datasets()["fmnist-id6-test"])
+            else:
+                n = args.images * (8 if which == "demo" else 1)  # the demo model is tiny: more images, stabler timing
+                src, root = work / f"src-{which}", work / f"root-{which}"
+                spec = make_images(src, n, size)
+                prepare_dataset(spec, src / "images", data_root=root)
+                dataset = load_dataset(spec, data_root=root)
+            demo = which.startswith("demo")
+            backbone = load_backbone(DEMO_BACKBONE, device=device) if demo else random_vit_b16(device)
+            row = measure(backbone, dataset, args=args, work=work)
+            rows.append(
+                {**row, "backbone": f"{row['backbone']} ({'demo images' if which == 'demo-data' else 'JPEGs'})"}
+            )
             print(json.dumps(rows[-1]), flush=True)
     info = {
         "device": device_description(device),
@@ -169,12 +222,15 @@ def main() -> None:
         "jpeg_size": args.size,
     }
     print(f"\n{info}")
-    print(f"{'backbone':<27}{'input':>10}{'images':>8}{'pipeline img/s':>16}{'forward img/s':>15}{'ratio':>8}")
+    head = ("backbone", "input", "images", "PIL img/s", "tensor img/s", "forward img/s")
+    head += ("PIL/fwd", "tensor/fwd", "tensor/PIL", "PIL us/img", "tensor us/img")
+    widths = (42, 10, 8, 11, 14, 15, 9, 12, 12, 12, 15)
+    print("".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (h, w) in enumerate(zip(head, widths, strict=True))))
     for r in rows:
-        print(
-            f"{r['backbone']:<27}{r['input']:>10}{r['images']:>8}{r['pipeline_img_s']:>16.1f}"
-            f"{r['forward_img_s']:>15.1f}{r['ratio']:>8.2f}"
-        )
+        cells = (r["backbone"], r["input"], r["images"], f"{r['pil_img_s']:.1f}", f"{r['tensor_img_s']:.1f}")
+        cells += (f"{r['forward_img_s']:.1f}", f"{r['pil_ratio']:.2f}", f"{r['tensor_ratio']:.2f}")
+        cells += (f"{r['speedup']:.2f}", f"{r['preprocess_pil_us']:.0f}", f"{r['preprocess_tensor_us']:.0f}")
+        print("".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, w) in enumerate(zip(cells, widths, strict=True))))
     if args.json:
         args.json.write_text(json.dumps({"settings": info, "results": rows}, indent=2))
 

@@ -21,7 +21,7 @@ import benchmark.features as features_mod
 from benchmark.backbones import DEMO_BACKBONE, load_backbone
 from benchmark.data import load_dataset
 from benchmark.datacheck import prepare_dataset
-from benchmark.features import FeatureKey, extract_features
+from benchmark.features import FeatureKey, extract_features, preprocess_key
 
 PER_CLASS = 3  # 30 images
 BLOCK = 4  # -> 8 blocks, so both ranks get several
@@ -58,7 +58,7 @@ def _folder(setting, backbone, cache_dir: Path) -> Path:
     key = FeatureKey(
         backbone.arch,
         backbone.weights_sha256,
-        backbone.preprocess_id,
+        preprocess_key(backbone)[0],
         "fp32",
         ds.spec.name,
         ds.spec.version,
