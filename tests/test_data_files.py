@@ -12,7 +12,9 @@ import json
 
 import pytest
 
+from benchmark.backbones import BUNDLED_WEIGHTS, DEMO_BACKBONE
 from benchmark.datasets import CLASSNAMES_DIR
+from benchmark.hashing import sha256_file
 from benchmark.suites import TEMPLATES_FILE
 
 CLASS_FILES = {
@@ -82,3 +84,12 @@ def test_readable_anchors_of_the_pinned_content():
     assert in20[0] == "sailboat" and "timber wolf" in in20
     in100 = (CLASSNAMES_DIR / "imagenet100.txt").read_text(encoding="utf-8").splitlines()
     assert len(in100) == len(set(in100)) == 100 and "chain saw" in in100  # class-index names, `_` read as a space
+
+
+def test_bundled_demo_weights_match_their_training_record():
+    """scripts/train_demo_backbone.py writes training.json beside the weights; the two travel together."""
+    weights = BUNDLED_WEIGHTS[DEMO_BACKBONE]
+    record = json.loads((weights.parent / "training.json").read_text(encoding="utf-8"))
+    config = json.loads((weights.parent / f"{record['arch']}.json").read_text(encoding="utf-8"))
+    assert record["weights"] == weights.name and sha256_file(weights) == record["sha256"]
+    assert record["text_context_length"] == config["text_cfg"]["context_length"] == 77  # CLIP's, fits 16 context tokens
