@@ -8,7 +8,8 @@ the same folders as ImageNet-1k and keeps the wnids of its class list, labelled 
 
 Class names: imagenet1k.txt holds the 1000 CLIP class names (open_clip's IMAGENET_CLASSNAMES, the
 names of the CLIP paper's notebook that MCM uses), aligned with imagenet1k.wnids (timm's sorted
-ImageNet synset list, i.e. the standard class index). The ImageNet-10/-20 wnids are MCM's.
+ImageNet synset list, i.e. the standard class index). The ImageNet-10/-20/-100 wnids and names are MCM's
+(warplane, sailboat, ...; ImageNet-100's from its class index with `_` read as a space); see docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -83,8 +84,7 @@ _imagenet(
     "ImageNet-20 training images, the few-shot pool.",
     _MCM,
 )
-# ImageNet-100's class list (MCM's data/ImageNet100/class_list.txt) is not shipped here: it could not be checked
-# from the build machine. `data prepare imagenet100-val --from ... --class-list FILE` records it locally.
+# ImageNet-100's class list ships as imagenet100.wnids (MCM's data/ImageNet100/class_list.txt, in its order).
 _imagenet(
     "imagenet100-val", "val", "imagenet100.txt", 5_000, "ImageNet-100 (MCM): 100 ImageNet classes, val images.", _MCM
 )
