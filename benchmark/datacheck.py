@@ -31,6 +31,7 @@ from benchmark.data import (
     local_classnames_path,
     local_list_path,
     local_pin_path,
+    read_classnames,
     read_image_list,
     read_local_pin,
     resolve_list,
@@ -396,14 +397,9 @@ def prepare_dataset(
     notes.append(_place(src, data_root / source.root, found.entries, copy=copy))
     state = data_root / STATE_DIR
     if found.classnames is not None and spec.classnames:
-<<<<<<< HEAD
-        write_text_atomic(state / "classnames" / spec.classnames, "\n".join(found.classnames) + "\n")
-        notes.append(f"wrote class names {state / 'classnames' / spec.classnames}")
-=======
         names_file = state / "classnames" / spec.classnames
-        _write_text_atomic(names_file, "\n".join(found.classnames) + "\n")
+        write_text_atomic(names_file, "\n".join(found.classnames) + "\n")
         notes.append(f"wrote class names {names_file}")
->>>>>>> h/rehearsal
     for file, text in found.extra_files.items():
         write_text_atomic(state / "classnames" / file, text)
     if not is_pinned(spec):

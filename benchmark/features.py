@@ -129,16 +129,6 @@ def _encode_blocks(
     order = sorted(blocks)
     batches = [list(blocks[b][s : s + batch_size]) for b in order for s in range(0, len(blocks[b]), batch_size)]
     owner = [b for b in order for _ in range(0, len(blocks[b]), batch_size)]
-<<<<<<< HEAD
-    loader = torch.utils.data.DataLoader(
-        _Images(dataset, backbone.preprocess),
-        batch_sampler=batches,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if num_workers > 0 else None,
-    )
-    dtype = AUTOCAST[precision]
-=======
     if transform is not None:
         loader = ImageBatches(dataset, transform, batches, device=device, threads=num_workers)
     else:
@@ -151,8 +141,7 @@ def _encode_blocks(
                 prefetch_factor=4 if num_workers > 0 else None,
             )
         )
-    dtype = PRECISIONS[precision]
->>>>>>> h/rehearsal
+    dtype = AUTOCAST[precision]
     pending: list[np.ndarray] = []
     with loader as loaded, torch.inference_mode():
         for j, images in enumerate(loaded):

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmark.datasets import read_classnames
+from benchmark.data import read_classnames
 
 # Food-101 meta/classes.txt: the 101 class folders, in the archive's order.
 FOOD101_FOLDERS = """
@@ -80,7 +80,6 @@ class Miniature:
     downloads: Path
     sources: dict[str, Path] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    class_list: Path | None = None  # ImageNet-100's class list (one wnid per line), for --class-list
     classnames: dict[str, list[str]] = field(default_factory=dict)  # class-name file -> names the copy implies
 
 
@@ -130,10 +129,7 @@ def _imagenet(mini: Miniature, images: _Images) -> None:
         if wnid in second:  # a second pool image, so the few-shot split leaves a validation part
             _write(top / "train" / wnid / f"{wnid}_{10000 + i}.JPEG", images.blob())
     (top / "val" / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n")  # stray non-image file
-    sub = {name: read_classnames(f"{name}.wnids") for name in ("imagenet10", "imagenet20")}
-    mini.class_list = mini.downloads / "imagenet100_class_list.txt"
-    sub["imagenet100"] = wnids[::10]
-    mini.class_list.write_text("\n".join(sub["imagenet100"]) + "\n")
+    sub = {name: read_classnames(f"{name}.wnids") for name in ("imagenet10", "imagenet20", "imagenet100")}
     mini.sources |= {"imagenet1k-train": top / "train", "imagenet1k-val": top / "val"}
     mini.counts |= {"imagenet1k-val": 1000, "imagenet1k-train": 1000 + len(second)}
     names = dict(zip(wnids, read_classnames("imagenet1k.txt"), strict=True))
@@ -141,7 +137,7 @@ def _imagenet(mini: Miniature, images: _Images) -> None:
     for stem, ws in sub.items():
         mini.sources |= {f"{stem}-train": top / "train", f"{stem}-val": top / "val"}
         mini.counts |= {f"{stem}-val": len(ws), f"{stem}-train": len(ws) + len(set(ws) & second)}
-        mini.classnames[f"{stem}.txt"] = [names[w] for w in ws]
+        mini.classnames[f"{stem}.txt"] = read_classnames(f"{stem}.txt")  # MCM's names, shipped beside the wnids
 
 
 def _ood(mini: Miniature, images: _Images) -> None:

@@ -236,6 +236,13 @@ def test_class_list_for_names_that_do_not_ship(tmp_path, data_root, monkeypatch)
     monkeypatch.setenv(data_mod.DATA_ROOT_ENV, str(data_root))
     assert read_classnames("tiny-in3.txt") == ["tench", "English Springer Spaniel", "chainsaw"]
     assert set(load_dataset(spec, data_root=data_root).labels.tolist()) == {0, 1, 2}
+    # the list is passed once: the other split of the same classes reuses it, and another list is refused
+    train = imagenet_spec(name="tiny-in3-train", num_images=6, classnames="tiny-in3.txt")
+    assert prepare_dataset(train, copy, data_root=data_root).num_images == 6
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(reversed(wnids)) + "\n")
+    with pytest.raises(DataError, match="differs from"):
+        prepare_dataset(train, copy, data_root=data_root, class_list=other)
     monkeypatch.setenv(data_mod.DATA_ROOT_ENV, str(tmp_path / "elsewhere"))
     with pytest.raises(DataError, match="do not ship with oodbench.*oodbench data prepare"):
         read_classnames("tiny-in3.txt")

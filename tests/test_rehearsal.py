@@ -21,7 +21,8 @@ import pytest
 import torch
 from rehearsal_data import Miniature, write_miniatures
 
-from benchmark.datasets import DATASETS, UNKNOWN_COUNT, ImageListSource, load_families, read_classnames
+from benchmark.data import read_classnames
+from benchmark.datasets import DATASETS, UNKNOWN_COUNT, ImageListSource, load_families
 from benchmark.suites import SUITES
 from methods import METHODS, SCORES, load_methods
 from methods.base import FeatureBatch, FitData, Method, MethodConfig, MethodOutput
@@ -99,8 +100,7 @@ def _local_specs():
 @pytest.fixture
 def prepared(rehearsal, run_cli) -> Rehearsal:
     """Every real dataset prepared once (the first test to ask does it), each from the folder docs/data.md names,
-    with --accept-count where the spec asserts a count the miniature cannot meet. ImageNet-100's class list is
-    passed once, to its first dataset, as docs/data.md says."""
+    with --accept-count where the spec asserts a count the miniature cannot meet."""
     if rehearsal.prepared:
         return rehearsal
     assert not rehearsal.log, "preparing failed in an earlier test:\n" + rehearsal.log
@@ -110,8 +110,6 @@ def prepared(rehearsal, run_cli) -> Rehearsal:
         args = ["data", "prepare", name, "--from", rehearsal.mini.sources[name], "--data-root", rehearsal.data_root]
         if spec.num_images != UNKNOWN_COUNT:
             args.append("--accept-count")
-        if name == "imagenet100-val":
-            args += ["--class-list", rehearsal.mini.class_list]
         code, out, err = run_cli(*args)
         log.append(f"$ oodbench {' '.join(map(str, args))}\n{out}{err}")
         assert code == 0, "\n".join(log)
@@ -132,7 +130,7 @@ def test_prepared_class_names_are_the_published_ones(prepared):
     for file, names in prepared.mini.classnames.items():
         assert read_classnames(file, data_root=prepared.data_root) == names, file
     for suite, count in SUITE_CLASSES.items():
-        assert len(SUITES.get(suite).class_names(data_root=prepared.data_root)) == count, suite
+        assert len(read_classnames(SUITES.get(suite).classnames, data_root=prepared.data_root)) == count, suite
 
 
 @pytest.mark.parametrize("suite", sorted(SUITE_CLASSES))
@@ -140,18 +138,6 @@ def test_data_check_passes_on_the_prepared_miniature(suite, prepared, run_cli):
     code, out, err = run_cli("data", "check", suite, "--data-root", prepared.data_root, "--verify-images")
     assert code == 0, out + err
     assert "are present and match their pins" in " ".join(out.split())
-
-
-def test_imagenet100_class_list_is_passed_once_and_kept(prepared, run_cli, tmp_path):
-    other = tmp_path / "other_class_list.txt"
-    other.write_text("\n".join(read_classnames("imagenet1k.wnids")[1::10]) + "\n")
-    source = prepared.mini.sources["imagenet100-train"]
-    args = ["data", "prepare", "imagenet100-train", "--from", source, "--data-root", prepared.data_root]
-    code, out, err = run_cli(*args, "--class-list", other)
-    assert code == 2 and "differs from" in err and "imagenet100.wnids" in err, out + err
-    assert (
-        read_classnames("imagenet100.txt", data_root=prepared.data_root) == prepared.mini.classnames["imagenet100.txt"]
-    )
 
 
 def test_splits_whose_classes_differ_are_refused(prepared, run_cli, tmp_path):
@@ -179,6 +165,8 @@ class NearestNeighbourProbe(Method):
     is 1 exactly when the test and pool labels agree and the logits have a column per class."""
 
     Config = ProbeConfig
+    provides = frozenset()  # logits only: no patch tokens
+    paper = "oodbench rehearsal: a 1-nearest-neighbour probe that checks labels and class counts"
 
     def fit(self, data: FitData) -> None:
         self.keys = torch.cat([data.train.global_, data.val.global_]).float()
@@ -236,5 +224,5 @@ def test_every_real_suite_runs_end_to_end(suite, prepared, run_cli, tmp_path):
     _check_rows(probe, suite_name=suite, counts=counts, scores=["msp"])
     given = json.loads(record.read_text())
     assert given["classes"] == given["text_rows"] == SUITE_CLASSES[suite]
-    assert given["names"] == SUITES.get(suite).class_names(data_root=prepared.data_root)
+    assert given["names"] == read_classnames(SUITES.get(suite).classnames, data_root=prepared.data_root)
     assert probe["id_acc"].iloc[0] == 1.0  # test and pool labels agree, over every class of the suite
