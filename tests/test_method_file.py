@@ -116,3 +116,15 @@ def test_a_failing_method_file_is_one_paragraph_and_debug_shows_the_traceback(tm
     code, _, err = run_cli("--debug", *args)
     assert code == 2
     assert "Traceback" in err and "line 2, in helper" in err and "broken_method.py" in err
+
+
+def test_the_template_config_round_trips_through_its_canonical_json():
+    """A tuple field (the template's weight_decays) becomes a JSON list in every row; make_config reads it back."""
+    from methods.base import canonical_config, make_config
+
+    if "my_prompt_bias" not in methods.METHODS:  # an earlier test may have loaded the template already
+        methods.load_method_file(TEMPLATE)
+    cls = methods.METHODS.get("my_prompt_bias")
+    config = make_config(cls, {"weight_decays": [0.0, 0.5]})
+    assert config.weight_decays == (0.0, 0.5)
+    assert make_config(cls, json.loads(canonical_config(config))) == config
