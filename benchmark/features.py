@@ -23,7 +23,7 @@ import torch
 
 from benchmark.atomic import atomic_path, save_npy_atomic, write_json_atomic
 from benchmark.backbones import Backbone
-from benchmark.config import PRECISIONS
+from benchmark.config import DEFAULT_EXECUTION, PRECISIONS
 from benchmark.data import LoadedDataset
 from benchmark.distributed import all_agree, barrier, rank_world
 from benchmark.encoders import FEATURE_KINDS
@@ -220,9 +220,9 @@ def extract_features(
     *,
     cache_dir: Path,
     kind: str = "global",
-    precision: str = "fp32",
-    batch_size: int = 256,
-    num_workers: int = 0,
+    precision: str = DEFAULT_EXECUTION.precision,
+    batch_size: int = DEFAULT_EXECUTION.batch_size,
+    num_workers: int = DEFAULT_EXECUTION.num_workers,
     progress: Progress | None = None,
     block_size: int = BLOCK_SIZE,
     pipeline: str | None = None,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.config import DEFAULT_RECORD_DIR, DEFAULT_TOLERANCE, Execution, RunKey
+from benchmark.config import DEFAULT_EXECUTION, DEFAULT_RECORD_DIR, DEFAULT_TOLERANCE, Execution, RunKey
 from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
 from benchmark.progress import Progress
@@ -73,7 +73,7 @@ def run_key_from_rows(rows: pd.DataFrame) -> RunKey:
 
 def execution_for(rows: pd.DataFrame, execution: Execution) -> Execution:
     """How to re-run: the reviewer's machine settings with the entry's precision, never from the output cache."""
-    precision = str(rows.iloc[0].get("precision") or "fp32")
+    precision = str(rows.iloc[0].get("precision") or DEFAULT_EXECUTION.precision)
     return replace(execution, precision=precision, reuse_outputs=False)
 
 
