@@ -379,7 +379,7 @@ def lpclip_search(x, y, xv, yv, *, coarse: list[float], steps: int, max_iter: in
     from sklearn.linear_model import LogisticRegression
 
     def acc(c):
-        clf = LogisticRegression(solver="lbfgs", max_iter=max_iter, C=c)  # penalty l2: the default.fit(x, y)
+        clf = LogisticRegression(solver="lbfgs", max_iter=max_iter, C=c).fit(x, y)  # penalty: l2, the default
         return sum(clf.predict(xv) == yv) / len(yv)
 
     accs = [acc(c) for c in coarse]
@@ -401,7 +401,7 @@ def test_linear_probe_follows_lpclip_search_on_the_first_val_shots_of_each_class
     """The chosen C equals an independent rewrite of lpclip's search, fitted on the raw features and
     validated on the first `val_shots` images of each class (4 at 4 shots) of the validation part."""
     cls = METHODS.get("linear_probe")
-    data = misaligned_data(noise=1.5)
+    data = misaligned_data(seed=4, noise=1.5)  # data on which 4 and 10 validation images per class disagree
     m = cls(config=make_config(cls, {"refine_steps": 4}), context=context())
     m.fit(data)
     x, y = data.train.global_.numpy(), data.labels.numpy()
