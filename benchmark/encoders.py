@@ -1,20 +1,30 @@
-"""Feature kinds: how a batch of preprocessed images becomes cached features.
+"""Feature kinds: how a batch of images becomes cached features.
 
 `global` is the image embedding every method uses. Other kinds register here and are extracted
 and cached only for the methods and scores that ask for them:
 
 - `local`: patch tokens in the joint space [B, P, D], for GL-MCM and LoCoOp.
-- `views{V}` (`views8`, ...; see `view_kind`): V randomly augmented views of each image [B, V, D],
-  for methods whose papers train on augmentations (Tip-Adapter caches 10 augmented epochs; CoOp
-  and the adapters train with random resized crops and flips). Caching a fixed number of views
-  replaces re-encoding images at every training step.
+- `views{V}-s{lo}-{hi}` (see `view_kind`): V randomly augmented views of each image [B, V, D], for
+  methods whose papers train on augmentations (Tip-Adapter caches 10 augmented epochs; CoOp and the
+  adapters train with random resized crops and flips). `local-views{V}-s{lo}-{hi}`: the patch tokens
+  of the same views [B, V, P, D] (LoCoOp). Caching a fixed number of views replaces re-encoding
+  images at every training step (a recorded departure, docs/fidelity.md).
+
+A view is cut from the decoded image itself, not from the centre-cropped model input, exactly as the
+reference code's training transform does (Dassl's for the CoOp family, Tip-Adapter's): torchvision's
+RandomResizedCrop to the model's input size with the method's crop scale (the area fraction; Dassl
+(0.08, 1), Tip-Adapter (0.5, 1)), aspect ratio (3/4, 4/3), bicubic, then a horizontal flip with
+probability 1/2, then the backbone's normalisation. Each image's views are seeded from its pixels, so
+they do not depend on batch size, order or worker; the crop scale is part of the kind's name, so
+views of different scales never share a cache entry.
 """
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,14 +34,13 @@ from benchmark.backbones import Backbone
 from benchmark.errors import OodbenchError
 from benchmark.registry import Registry
 
-# A feature kind turns a batch of preprocessed images [B, 3, H, W] into an array [B, ...].
+# A feature kind turns a batch of preprocessed images [B, 3, H, W] into an array [B, ...]. A kind with an
+# `image_transform(backbone)` attribute reads decoded images through that transform instead (augmented views).
 FeatureEncoder = Callable[[Backbone, torch.Tensor], torch.Tensor]
 FEATURE_KINDS: Registry[FeatureEncoder] = Registry("feature kind")
 
-# Random resized crop as CLIP-era few-shot code uses it (Tip-Adapter, CoOp: scale (0.5, 1) of the
-# area, aspect ratio (3/4, 4/3)), then a horizontal flip with probability 1/2.
-CROP_SCALE = (0.5, 1.0)
-CROP_RATIO = (3 / 4, 4 / 3)
+CROP_RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop default; neither Dassl nor Tip-Adapter passes one
+DASSL_CROP_SCALE = (0.08, 1.0)  # Dassl's INPUT.RRCROP_SCALE (KaiyangZhou/Dassl.pytorch dassl/config/defaults.py:L40)
 MAX_VIEWS = 64
 
 
@@ -83,63 +92,124 @@ def encode_local(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     return tokens @ visual.proj if visual.proj is not None else tokens
 
 
-def _crop_box(gen: torch.Generator, h: int, w: int) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of a random resized crop, torchvision's rule with a fallback."""
-    area = h * w
-    log_r = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
-    for _ in range(10):
-        u = torch.rand(3, generator=gen).tolist()
-        target = area * (CROP_SCALE[0] + u[0] * (CROP_SCALE[1] - CROP_SCALE[0]))
-        ratio = math.exp(log_r[0] + u[1] * (log_r[1] - log_r[0]))
-        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-        if 0 < cw <= w and 0 < ch <= h:
-            top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
-            left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-            return top, left, ch, cw
-    return 0, 0, h, w
+def image_seed(image: Any) -> int:
+    """A seed from a decoded image's pixels and size, so its views do not depend on batch size, order or worker."""
+    pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    return zlib.crc32(pixels.tobytes(), zlib.crc32(repr(pixels.shape).encode()))
 
 
-def augment_views(image: torch.Tensor, views: int, *, seed: int) -> torch.Tensor:
-    """`views` random resized crops + flips of one preprocessed image [3, H, W] -> [V, 3, H, W].
+@dataclass(frozen=True)
+class ViewTransform:
+    """Decoded image (PIL) -> `views` augmented, normalised model inputs [V, 3, H, W]: RandomResizedCrop(size,
+    scale, ratio, bicubic), RandomHorizontalFlip(0.5), ToTensor, Normalize(mean, std), torchvision's own
+    transforms as the reference code composes them, drawing from torch's generator seeded by the image."""
 
-    Cropping and flipping commute with the per-channel normalisation of the preprocessing, so
-    augmenting the preprocessed tensor equals augmenting the image first."""
-    gen = torch.Generator().manual_seed(seed)
-    _, h, w = image.shape
-    out = []
-    for _ in range(views):
-        top, left, ch, cw = _crop_box(gen, h, w)
-        crop = image[None, :, top : top + ch, left : left + cw]
-        view = F.interpolate(crop.float(), size=(h, w), mode="bicubic", align_corners=False)[0]
-        if bool(torch.rand(1, generator=gen) < 0.5):
-            view = view.flip(-1)
-        out.append(view.to(image.dtype))
-    return torch.stack(out)
+    views: int
+    size: tuple[int, int]
+    scale: tuple[float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    ratio: tuple[float, float] = CROP_RATIO
+
+    def compose(self) -> Any:
+        from torchvision import transforms as T
+
+        return T.Compose(
+            [
+                T.RandomResizedCrop(
+                    self.size, scale=self.scale, ratio=self.ratio, interpolation=T.InterpolationMode.BICUBIC
+                ),
+                T.RandomHorizontalFlip(p=0.5),
+                T.ToTensor(),
+                T.Normalize(mean=self.mean, std=self.std),
+            ]
+        )
+
+    def views_of(self, image: Any, *, seed: int) -> torch.Tensor:
+        """`views` augmentations of the RGB PIL image `image`, drawn from a generator seeded with `seed`
+        (torch's global generator is forked and left as it was)."""
+        transform = self.compose()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torch.stack([transform(image) for _ in range(self.views)])
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        rgb = image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
+        return self.views_of(rgb, seed=image_seed(rgb))
 
 
-def image_seed(image: torch.Tensor) -> int:
-    """A seed from the image's content, so its views do not depend on batch size or order."""
-    return zlib.crc32(np.ascontiguousarray(image.detach().float().cpu().numpy()).tobytes())
+def _steps(transform: Any) -> list[Any]:
+    return list(getattr(transform, "transforms", None) or [])
 
 
-def _views_encoder(views: int) -> FeatureEncoder:
-    def encode(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
-        batch = torch.cat([augment_views(img, views, seed=image_seed(img)) for img in images])
-        feats = backbone.model.encode_image(batch)
-        return feats.reshape(len(images), views, -1)
+def view_transform(backbone: Backbone, *, views: int, scale: tuple[float, float]) -> ViewTransform:
+    """The ViewTransform of a backbone: its model input size (the eval transform's centre crop, else the
+    model's configured size) and its normalisation (the eval transform's, else the model's configured one)."""
+    from torchvision import transforms as T
 
-    encode.__doc__ = f"{views} augmented views per image in the joint space [B, {views}, D]."
-    return encode
+    steps = _steps(backbone.preprocess)
+    cfg = getattr(backbone.model.visual, "preprocess_cfg", None) or {}
+    crops = [s.size for s in steps if isinstance(s, T.CenterCrop)]
+    norms = [s for s in steps if isinstance(s, T.Normalize)]
+    size = crops[0] if crops else cfg.get("size") or getattr(backbone.model.visual, "image_size", None)
+    mean = norms[0].mean if norms else cfg.get("mean")
+    std = norms[0].std if norms else cfg.get("std")
+    if size is None or mean is None or std is None:
+        raise OodbenchError(
+            f"Cannot tell the input size and normalisation of {backbone.arch}'s image encoder (its eval transform "
+            f"has no CenterCrop/Normalize and the model no preprocess_cfg), so augmented views cannot be made."
+        )
+    size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(v) for v in size)
+    return ViewTransform(
+        views=views,
+        size=size,
+        scale=(float(scale[0]), float(scale[1])),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(v) for v in std),
+    )
 
 
-def view_kind(views: int) -> str:
-    """The feature kind of `views` cached augmented views per image, registered on first use."""
+@dataclass(frozen=True)
+class ViewEncoder:
+    """A views feature kind: images arrive as [B, V, 3, H, W] from its `image_transform`; the encoder sees
+    them as B * V images and returns [B, V, D] (global) or [B, V, P, D] (patch tokens)."""
+
+    views: int
+    scale: tuple[float, float]
+    local: bool = False
+
+    def image_transform(self, backbone: Backbone) -> ViewTransform:
+        return view_transform(backbone, views=self.views, scale=self.scale)
+
+    def __call__(self, backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 5 or images.shape[1] != self.views:
+            raise OodbenchError(
+                f"A views feature kind takes batches [B, {self.views}, 3, H, W] from its image transform, "
+                f"got {tuple(images.shape)}."
+            )
+        flat = images.flatten(0, 1)
+        feats = encode_local(backbone, flat) if self.local else backbone.model.encode_image(flat)
+        return feats.reshape(len(images), self.views, *feats.shape[1:])
+
+
+def view_kind(views: int, crop_scale: tuple[float, float] = DASSL_CROP_SCALE, *, local: bool = False) -> str:
+    """The feature kind of `views` cached augmented views per image at `crop_scale` (global features, or with
+    `local` their patch tokens), registered on first use: `views10-s0.08-1`, `local-views10-s0.08-1`."""
     if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= MAX_VIEWS:
         raise OodbenchError(
             f"The number of augmented views must be an integer from 1 to {MAX_VIEWS} "
             f"(got {views!r}); set the method's `views` config key, 0 to train without views."
         )
-    name = f"views{views}"
+    try:
+        lo, hi = (float(v) for v in crop_scale)
+    except (TypeError, ValueError):
+        raise OodbenchError(f"crop_scale must be two numbers (low, high), got {crop_scale!r}.") from None
+    if not 0 < lo <= hi <= 1:
+        raise OodbenchError(
+            f"crop_scale ({lo:g}, {hi:g}) must satisfy 0 < low <= high <= 1 (fractions of the image area); "
+            f"set the method's `crop_scale` config key."
+        )
+    name = f"{'local-' if local else ''}views{views}-s{lo:g}-{hi:g}"
     if name not in FEATURE_KINDS:
-        FEATURE_KINDS.add(name, _views_encoder(views))
+        FEATURE_KINDS.add(name, ViewEncoder(views, (lo, hi), local))
     return name

@@ -125,16 +125,17 @@ def _encode_blocks(
     """Encode `blocks` (index -> image range) with one loader, saving each block atomically when complete: the
     fast tensor pipeline (`transform`, decoding in max(1, num_workers) threads) or the PIL DataLoader."""
     encoder = FEATURE_KINDS.get(kind)
+    image_transform = getattr(encoder, "image_transform", None)  # augmented views: decoded images, own transform
     device = backbone.device
     order = sorted(blocks)
     batches = [list(blocks[b][s : s + batch_size]) for b in order for s in range(0, len(blocks[b]), batch_size)]
     owner = [b for b in order for _ in range(0, len(blocks[b]), batch_size)]
-    if transform is not None:
+    if transform is not None and image_transform is None:
         loader = ImageBatches(dataset, transform, batches, device=device, threads=num_workers)
     else:
         loader = contextlib.nullcontext(
             torch.utils.data.DataLoader(
-                _Images(dataset, backbone.preprocess),
+                _Images(dataset, image_transform(backbone) if image_transform else backbone.preprocess),
                 batch_sampler=batches,
                 num_workers=num_workers,
                 pin_memory=device.type == "cuda",
@@ -234,12 +235,14 @@ def extract_features(
     detected (size, shape, sha256) and rebuilt with a warning. Out of device memory, the batch is halved
     (with a warning) until it fits. `pipeline` "tensor" (default, or $OODBENCH_IMAGE_PIPELINE) decodes and
     resizes with benchmark.imagepipe, "pil" with the backbone's PIL transform; each caches under its own key."""
-    FEATURE_KINDS.get(kind)
+    image_transform = getattr(FEATURE_KINDS.get(kind), "image_transform", None)
     if precision not in PRECISIONS:
         raise OodbenchError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
     if block_size < 1:
         raise OodbenchError(f"block_size must be at least 1 (got {block_size}).")
     preprocess, transform = preprocess_key(backbone, pipeline)
+    if image_transform is not None:  # views are cut from the decoded image by their own transform (PIL)
+        preprocess, transform = f"{backbone.preprocess_id} | {image_transform(backbone)!r}", None
     key = FeatureKey(
         backbone.arch,
         backbone.weights_sha256,

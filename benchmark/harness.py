@@ -33,7 +33,7 @@ import benchmark
 from benchmark.backbones import Backbone, BackboneIdentity, load_backbone, remember_identity, remembered_identity
 from benchmark.config import Execution, RunKey
 from benchmark.data import LoadedDataset, load_dataset, read_classnames
-from benchmark.encoders import view_kind
+from benchmark.encoders import DASSL_CROP_SCALE, view_kind
 from benchmark.errors import OodbenchError, user_code_error
 from benchmark.features import default_cache_dir, extract_features, text_features
 from benchmark.fewshot import FewShotSplit, fewshot_split
@@ -156,6 +156,7 @@ class RunFeatures:
     pool: np.ndarray | None = None
     pool_local: np.ndarray | None = None
     views: np.ndarray | None = None
+    local_views: np.ndarray | None = None  # patch tokens of the same views, for methods needing "local" and "views"
 
 
 @dataclass
@@ -394,6 +395,11 @@ class Harness:
         """Every cached feature array the run reads (encoded now where the cache lacks it): part of preparing
         the data, done only when the run's outputs are not cached, and not counted in the method's cost."""
         cache_hits = {} if cache_hits is None else cache_hits
+        split, cls = prepared.split, resolved.method_cls
+        n_views = int(getattr(resolved.config, "views", 0)) if split is not None and "views" in cls.needs else 0
+        crop_scale = tuple(getattr(resolved.config, "crop_scale", DASSL_CROP_SCALE))
+        kinds = [view_kind(n_views, crop_scale, local=local) for local in (False, True)] if n_views else []
+        kinds = kinds if "local" in cls.needs else kinds[:1]  # views of patch tokens only for methods reading them
         backbone = self.backbone(resolved.key.backbone, prepared.device, prepared.cache_dir)
         sets = [prepared.datasets[n] for n in resolved.test_sets]
         feats = RunFeatures(
@@ -402,16 +408,16 @@ class Harness:
             if resolved.needs_local
             else None,
         )
-        split, cls = prepared.split, resolved.method_cls
         if split is not None:
             pool = prepared.datasets[resolved.suite.pool]
             feats.pool = self._extract(prepared, backbone, pool, "global", cache_hits)
             if "local" in cls.needs:
                 feats.pool_local = self._extract(prepared, backbone, pool, "local", cache_hits)
-            n_views = int(getattr(resolved.config, "views", 0)) if "views" in cls.needs else 0
-            if n_views:  # augmented views only of the split's images (not the whole pool: ImageNet's is 1.28M)
+            if kinds:  # augmented views only of the split's images (not the whole pool: ImageNet's is 1.28M)
                 subset = pool.subset(split.train, tag=split.sha256[:16])
-                feats.views = self._extract(prepared, backbone, subset, view_kind(n_views), cache_hits)
+                feats.views = self._extract(prepared, backbone, subset, kinds[0], cache_hits)
+                if len(kinds) == 2:  # and their patch tokens (LoCoOp)
+                    feats.local_views = self._extract(prepared, backbone, subset, kinds[1], cache_hits)
         return feats
 
     # -- stage 3
@@ -449,17 +455,22 @@ class Harness:
             return None
         labels = torch.from_numpy(prepared.datasets[resolved.suite.pool].labels).to(device)
 
-        def batch(idx: np.ndarray, views: np.ndarray | None = None) -> FeatureBatch:
+        def batch(
+            idx: np.ndarray, views: np.ndarray | None = None, local_views: np.ndarray | None = None
+        ) -> FeatureBatch:
             v = _tensor(views, device)
             local = None if features.pool_local is None else _tensor(features.pool_local[idx], device)
             return FeatureBatch(
                 global_=_tensor(features.pool[idx], device),
                 local=local,
                 views=None if v is None else v.transpose(0, 1).contiguous(),
+                local_views=None
+                if local_views is None
+                else torch.from_numpy(np.ascontiguousarray(local_views.swapaxes(0, 1))),
             )
 
         return FitData(
-            train=batch(split.train, features.views),
+            train=batch(split.train, features.views, features.local_views),
             labels=labels[split.train],
             val=batch(split.val),
             val_labels=labels[split.val],

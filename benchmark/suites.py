@@ -77,6 +77,12 @@ def load_templates(key: str) -> list[str]:
 
 
 SUITES: Registry[SuiteSpec] = Registry("suite")
+# Scores changed for every suite in version 2: energy, entropy and max_logit read cosine similarities (MCM's
+# evaluation) instead of logit-scaled logits, and GL-MCM's weight is the parameter lambda_local.
+_V2_SCORES = (
+    "Version 2 computes energy, entropy and max_logit on cosine similarities / T as MCM's evaluation does "
+    "(version 1: on logits = logit_scale x cosine)."
+)
 
 
 def register_suite(spec: SuiteSpec) -> SuiteSpec:
@@ -86,7 +92,7 @@ def register_suite(spec: SuiteSpec) -> SuiteSpec:
 register_suite(
     SuiteSpec(
         name="fmnist-ood",
-        version=1,
+        version=2,
         id_test="fmnist-id6-test",
         pool="fmnist-id6-pool",
         near=("fmnist-near4",),
@@ -96,83 +102,133 @@ register_suite(
         family="demo",
         description="Bundled demo: six Fashion-MNIST classes as ID, the other four as near OOD, "
         "animal silhouettes, digits and textiles as far OOD. Runs offline on a CPU.",
+        history=(
+            SuiteVersion(
+                1,
+                "fmnist-id6-test",
+                ("fmnist-near4",),
+                ("animal-mnist", "sklearn-digits", "textiles"),
+                change=_V2_SCORES + " The demo backbone was retrained with a 77-token text context.",
+            ),
+        ),
     )
 )
 
 
-# Real-scale suites (MCM / Ming & Li IJCV 2023 protocol: the single prompt "a photo of a {}."). Their data is
-# pinned locally by `oodbench data prepare`; `oodbench data check SUITE` says what is missing and where to get it.
+# Real-scale suites (MCM / Ming & Li IJCV 2023 protocol: the single prompt "a photo of a {}", no full stop,
+# deeplearning-wisc/MCM utils/detection_util.py:L228). Their data is pinned locally by `oodbench data prepare`;
+# `oodbench data check SUITE` says what is missing and where to get it.
 _FAR = ("inaturalist-ood", "sun-ood", "places-ood", "textures-ood")
+# What version 2 of every real suite changed (docs/fidelity.md traces each change to the reference code).
+_V2_PROMPT = 'Version 2 prompts with MCM\'s "a photo of a {}" (no full stop) instead of "a photo of a {}.".'
+_V2_NAMES = "Version 2 names the classes as MCM does (warplane, sailboat, ...)."
+
+
+def _v1(id_test: str, near: tuple[str, ...], far: tuple[str, ...], change: str) -> tuple[SuiteVersion, ...]:
+    """The history of a suite whose version 1 measured these sets."""
+    return (SuiteVersion(1, id_test, near, far, change=change),)
+
 
 register_suite(
     SuiteSpec(
         name="imagenet1k-far",
-        version=1,
+        version=2,
         id_test="imagenet1k-val",
         pool="imagenet1k-train",
         near=(),
         far=_FAR,
         classnames="imagenet1k.txt",
-        templates="simple",
+        templates="mcm",
         family="imagenet",
         description="ImageNet-1k against the MOS/MCM far OOD sets iNaturalist, SUN, Places and Textures.",
+        history=_v1(
+            "imagenet1k-val",
+            (),
+            _FAR,
+            _V2_PROMPT + " " + _V2_SCORES,
+        ),
     )
 )
 register_suite(
     SuiteSpec(
         name="imagenet1k-near",
-        version=1,
+        version=2,
         id_test="imagenet1k-val",
         pool="imagenet1k-train",
         near=("ssb-hard", "ninco", "imagenet-o"),
         far=(),
         classnames="imagenet1k.txt",
-        templates="simple",
+        templates="mcm",
         family="imagenet",
         description="ImageNet-1k against near OOD sets: SSB-hard, NINCO and ImageNet-O.",
+        history=_v1(
+            "imagenet1k-val",
+            ("ssb-hard", "ninco", "imagenet-o"),
+            (),
+            _V2_PROMPT + " " + _V2_SCORES,
+        ),
     )
 )
 register_suite(
     SuiteSpec(
         name="imagenet10-vs-20",
-        version=1,
+        version=2,
         id_test="imagenet10-val",
         pool="imagenet10-train",
         near=("imagenet20-val",),
         far=(),
         classnames="imagenet10.txt",
-        templates="simple",
+        templates="mcm",
         family="imagenet",
         description="MCM's hard near OOD task: ImageNet-10 as ID, the semantically close ImageNet-20 as OOD.",
+        history=_v1(
+            "imagenet10-val",
+            ("imagenet20-val",),
+            (),
+            _V2_PROMPT + " " + _V2_NAMES + " " + _V2_SCORES,
+        ),
     )
 )
 register_suite(
     SuiteSpec(
         name="imagenet20-vs-10",
-        version=1,
+        version=2,
         id_test="imagenet20-val",
         pool="imagenet20-train",
-        near=("imagenet10-val",),
+        near=("imagenet10-train",),
         far=(),
         classnames="imagenet20.txt",
-        templates="simple",
+        templates="mcm",
         family="imagenet",
-        description="The reverse of imagenet10-vs-20: ImageNet-20 as ID, ImageNet-10 as OOD.",
+        description="The reverse of imagenet10-vs-20: ImageNet-20 as ID, ImageNet-10 as OOD (its train split, "
+        "as MCM uses it: larger, of a size comparable with the ID set).",
+        history=_v1(
+            "imagenet20-val",
+            ("imagenet10-val",),
+            (),
+            _V2_PROMPT + " " + _V2_NAMES + " Its OOD set is ImageNet-10's train split, as in MCM "
+            "(version 1: ImageNet-10 val). " + _V2_SCORES,
+        ),
     )
 )
 register_suite(
     SuiteSpec(
         name="imagenet100-far",
-        version=1,
+        version=2,
         id_test="imagenet100-val",
         pool="imagenet100-train",
         near=(),
         far=_FAR,
         classnames="imagenet100.txt",
-        templates="simple",
+        templates="mcm",
         family="imagenet",
-        description="ImageNet-100 (MCM's class list, recorded by `data prepare --class-list`) against the "
-        "four far OOD sets.",
+        description="ImageNet-100 (MCM's class list and names, shipped) against the four far OOD sets.",
+        history=_v1(
+            "imagenet100-val",
+            (),
+            _FAR,
+            _V2_PROMPT + " " + _V2_NAMES + " " + _V2_SCORES,
+        ),
     )
 )
 for _stem, _classes, _pool, _what in (
@@ -184,14 +240,15 @@ for _stem, _classes, _pool, _what in (
     register_suite(
         SuiteSpec(
             name=f"{_stem}-far",
-            version=1,
+            version=2,
             id_test=f"{_stem}-test",
             pool=_pool,
             near=(),
             far=_FAR,
             classnames=_classes,
-            templates="simple",
+            templates="mcm",
             family=_stem,
             description=f"{_what} as ID against the four far OOD sets of imagenet1k-far.",
+            history=_v1(f"{_stem}-test", (), _FAR, _V2_PROMPT + " " + _V2_SCORES),
         )
     )

@@ -21,7 +21,7 @@ import torch
 
 from benchmark.backbones import DEMO_BACKBONE
 from benchmark.config import Execution, RunKey
-from benchmark.encoders import augment_views
+from benchmark.encoders import DASSL_CROP_SCALE, view_transform
 from benchmark.harness import Harness
 from methods import load_methods
 from methods.base import METHODS, FeatureBatch, FitData, fits_split
@@ -30,7 +30,7 @@ SUITE = "fmnist-ood"
 
 
 def stages(harness: Harness, name: str, *, shots: int, overrides: dict, execution: Execution):
-    """The harness's own stages up to fit: (method ready to fit, its FitData, the split's preprocessed images)."""
+    """The harness's own stages up to fit: (method ready to fit, its FitData, the split's decoded images)."""
     fields = set(METHODS.get(name).Config.__dataclass_fields__)
     key = RunKey(
         suite=SUITE,
@@ -45,7 +45,7 @@ def stages(harness: Harness, name: str, *, shots: int, overrides: dict, executio
     features = harness.features(resolved, prepared)
     pool = prepared.datasets[resolved.suite.pool]
     backbone = harness.backbone(DEMO_BACKBONE, prepared.device, prepared.cache_dir)
-    images = torch.stack([backbone.preprocess(pool.get_image(int(i))) for i in prepared.split.train])
+    images = [pool.get_image(int(i)) for i in prepared.split.train]
     return harness.build_method(resolved, prepared), harness.fit_data(resolved, prepared, features), images, backbone
 
 
@@ -56,12 +56,14 @@ def timed_fit(method, data: FitData) -> float:
     return time.perf_counter() - t
 
 
-def reencoding_pick(backbone, images: torch.Tensor):
-    """A stand-in for methods.shared.training.pick_views that encodes a fresh random crop + flip of each image."""
+def reencoding_pick(backbone, images: list, crop_scale: tuple[float, float]):
+    """A stand-in for methods.shared.training.pick_views that encodes a fresh random crop + flip of each raw image,
+    as the reference code does at every step."""
+    transform = view_transform(backbone, views=1, scale=crop_scale)
 
     def pick(train: FeatureBatch, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         seeds = torch.randint(0, 2**31 - 1, (len(idx),), generator=generator).tolist()
-        batch = torch.cat([augment_views(images[int(i)], 1, seed=s) for i, s in zip(idx, seeds, strict=False)])
+        batch = torch.cat([transform.views_of(images[int(i)], seed=s) for i, s in zip(idx, seeds, strict=False)])
         with torch.no_grad():
             return backbone.model.encode_image(batch).float()
 
@@ -99,7 +101,9 @@ def main() -> None:
                 harness, name, shots=args.shots, overrides=overrides, execution=execution
             )
             original = module.pick_views
-            module.pick_views = reencoding_pick(backbone, images)
+            module.pick_views = reencoding_pick(
+                backbone, images, getattr(method.config, "crop_scale", DASSL_CROP_SCALE)
+            )
             try:
                 reencoded.append(timed_fit(method, data))
             finally:

@@ -61,12 +61,15 @@ class MethodOutput:
 @dataclass(frozen=True)
 class FeatureBatch:
     """Cached features of a batch of images: `global_` [N, D] (unnormalised, as the image encoder
-    returns them), `local` [N, P, D] patch tokens in the joint space when requested, and `views`
-    [V, N, D] cached augmented views (only in FitData)."""
+    returns them), `local` [N, P, D] patch tokens in the joint space when requested, `views`
+    [V, N, D] cached augmented views (only in FitData), and `local_views` [V, N, P, D] the patch tokens
+    of the same views for methods that need both "local" and "views" (only in FitData; float16 on the
+    CPU, since on ImageNet at 16 shots they take about 32 GB: take the rows you need to the device)."""
 
     global_: torch.Tensor
     local: torch.Tensor | None = None
     views: torch.Tensor | None = None
+    local_views: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

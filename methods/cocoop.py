@@ -1,8 +1,11 @@
 """CoCoOp (Zhou et al., CVPR 2022): CoOp's context shifted per image by a small meta-network.
 
 The meta-net (Linear D->D/16, ReLU, Linear D/16->W) maps an image feature to a shift added to
-every context vector, so each image gets its own class prompts. Trains on cached features and
-cached augmented views.
+every context vector, so each image gets its own class prompts. Defaults: the config CoCoOp's scripts
+use for every dataset, vit_b16_c4_ep10_batch1_ctxv1 (docs/fidelity.md, section `cocoop`).
+
+Departure, recorded: trains on cached features, the reference's per-step random resized crops (scale
+(0.08, 1)) and flips replaced by `views` cached augmented views per training image.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ class CoCoOpConfig(MethodConfig):
     epochs: int = param(10, low=1, high=1000)
     warmup_epochs: int = param(1, low=0, high=100)
     meta_reduction: int = param(16, low=1, high=1024)  # meta-net hidden width = D / 16
-    views: int = param(10, low=0, high=64)  # cached augmented views per pool image (the paper's random crops and flips)
+    views: int = param(10, low=0, high=64)  # cached augmented views per training image (the paper's crops and flips)
+    crop_scale: tuple[float, float] = param((0.08, 1.0), low=0.01, high=1.0)  # Dassl's RandomResizedCrop scale
 
 
 class MetaNet(nn.Module):
@@ -88,6 +92,7 @@ class CoCoOp(Method):
             generator=self.ctx.generator,
             weight_decay=c.weight_decay,
             warmup_epochs=c.warmup_epochs,
+            schedule="dassl",
         )
 
     def predict(self, batch: FeatureBatch) -> MethodOutput:

@@ -1,7 +1,13 @@
 """CoOp (Zhou et al., IJCV 2022): learned context vectors in front of the class name, frozen CLIP.
 
-Trains on cached features: the image encoder is frozen, so an image's feature never changes; the
-random resized crops and flips of the paper come from `views` cached augmented views per image.
+Defaults are CoOp's main setting as its code runs it (docs/fidelity.md, section `coop`): 16 context
+vectors drawn from N(0, 0.02^2) shared by all classes, class token at the end, SGD with Dassl's
+per-epoch cosine schedule after one warm-up epoch, batch 32, the epochs of the shot count (50 on
+ImageNet for every shot count).
+
+Departure, recorded: the image encoder is frozen, so training runs on cached features; the random
+resized crops (scale (0.08, 1)) and flips that the reference draws afresh at every step come from
+`views` cached augmented views per training image, one drawn per image and step.
 """
 
 from __future__ import annotations
@@ -18,17 +24,18 @@ from methods.shared.training import head_output, pick_views, train
 
 @dataclass(frozen=True)
 class CoOpConfig(MethodConfig):
-    # Defaults: CoOp paper Sec. 4.1 and its code's configs (KaiyangZhou/CoOp, configs/trainers/CoOp).
-    ctx_init: str = "a photo of a"  # the paper's hand-crafted init (n_ctx = its 4 tokens); "" = random N(0, 0.02)
-    n_ctx: int = param(16, low=1, high=64)  # context length for random init (the paper's main setting)
-    lr: float = param(0.002, low=1e-8, high=10.0)  # SGD, momentum 0.9, weight decay 5e-4, cosine schedule
+    # Defaults: KaiyangZhou/CoOp (train.py, configs/trainers/CoOp/vit_b16_ep50.yaml) and Dassl's defaults.
+    ctx_init: str = ""  # "" = random N(0, 0.02) context (CoOp's main runs); words such as "a photo of a" init it
+    n_ctx: int = param(16, low=1, high=64)  # context length for random init
+    lr: float = param(0.002, low=1e-8, high=10.0)  # SGD, momentum 0.9, Dassl cosine schedule
     weight_decay: float = param(5e-4, low=0.0, high=1.0)
     batch_size: int = param(32, low=1, high=65536)
-    # 0: the paper's schedule, 50 epochs at 1 shot, 100 at 2-4 shots, 200 at 8-16 shots
+    # 0: the schedule by shots, 50 epochs at 1 shot, 100 at 2-4 shots, 200 at 8-16 shots (50 on ImageNet)
     epochs: int = param(0, low=0, high=1000)
     warmup_epochs: int = param(1, low=0, high=100)  # constant lr 1e-5 for the first epoch
-    # cached augmented views per pool image standing in for per-step random crops and flips
+    # cached augmented views per training image standing in for per-step random crops and flips
     views: int = param(10, low=0, high=64)
+    crop_scale: tuple[float, float] = param((0.08, 1.0), low=0.01, high=1.0)  # Dassl's RandomResizedCrop scale
 
 
 @METHODS.register("coop")
@@ -36,6 +43,7 @@ class CoOp(Method):
     Config = CoOpConfig
     needs = frozenset({"views"})
     paper = "Zhou, Yang, Loy, Liu. Learning to Prompt for Vision-Language Models (CoOp). IJCV 2022."
+    family_defaults = {"imagenet": {"epochs": 50}}  # CoOp's ImageNet runs use vit_b16_ep50 at every shot count
 
     def __init__(self, *, config: CoOpConfig, context) -> None:
         super().__init__(config=config, context=context)
@@ -68,6 +76,7 @@ class CoOp(Method):
             generator=self.ctx.generator,
             weight_decay=c.weight_decay,
             warmup_epochs=c.warmup_epochs,
+            schedule="dassl",
         )
         with torch.no_grad():
             self.text = self.learner.text_features().detach()

@@ -6,7 +6,7 @@ patch logits computed while predicting). So a run computes its outputs once and 
 read from them afterwards without the model. Scores take named parameters (a temperature, GL-MCM's
 lambda); their defaults follow the reference code (docs/fidelity.md) and the parameters of every
 result row are stored in its `score_config`. On the command line a variant is `energy:T=0.01`
-(several parameters: `gl_mcm:T=1:lam=0.5`).
+(several parameters: `gl_mcm:T=1:lambda_local=0.5`).
 
 A score declares what it `requires` beyond the logits ("local" for patch tokens, or the name of an
 array in MethodOutput.extra); it runs only on methods whose `provides` covers that.
@@ -64,6 +64,11 @@ class Score:
                 f"images; a score gives one value per image."
             )
         return values
+
+    @property
+    def params(self) -> Mapping[str, ParamValue]:
+        """The score's parameters with their defaults (the reference code's values, docs/fidelity.md)."""
+        return self.defaults
 
     def applies_to(self, provides: frozenset[str]) -> bool:
         """True when a method whose output provides `provides` has everything this score reads."""
@@ -175,7 +180,7 @@ def score_spec(name: str, params: Mapping[str, Any] | None = None) -> ScoreSpec:
 
 
 def parse_score(text: str) -> ScoreSpec:
-    """`energy` or `energy:T=0.01:input=cosine` -> ScoreSpec."""
+    """`energy` or `gl_mcm:T=0.5:lambda_local=0.5` -> ScoreSpec."""
     name, *pairs = [p.strip() for p in text.strip().split(":")]
     params = {}
     for pair in pairs:
@@ -228,18 +233,21 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(x - m[..., None]).sum(axis=-1))
 
 
-def _inputs(out: ScoreInput, on: str) -> np.ndarray:
-    if on == "logits":
-        return out.logits.astype(np.float64)
-    if on == "cosine":
-        return out.cosine().astype(np.float64)
-    raise OodbenchError(f"A score's `on` parameter is 'logits' or 'cosine', not {on!r}.")
+def _cosine(out: ScoreInput) -> np.ndarray:
+    return out.cosine().astype(np.float64)
+
+
+# MCM's evaluation (deeplearning-wisc/MCM utils/detection_util.py:L225-248) computes every score from the
+# cosine similarities of normalised image and text features divided by T (default 1, eval_ood_detection.py:L31),
+# never from CLIP's logit-scaled logits; docs/fidelity.md has one table per score. A score of the logits
+# instead is the same score at T = 1 / logit_scale (energy and max_logit then differ by the constant factor
+# logit_scale, which no metric sees).
 
 
 @register_score("mcm", params={"T": 1.0})
 def mcm(out: ScoreInput, *, T: float) -> np.ndarray:  # noqa: N803 - the papers' name for the temperature
     """MCM (Ming et al., NeurIPS 2022): max softmax of cosine similarities / T."""
-    return _softmax(out.cosine().astype(np.float64) / T).max(axis=-1)
+    return _softmax(_cosine(out) / T).max(axis=-1)
 
 
 @register_score("msp", params={"T": 1.0})
@@ -248,22 +256,22 @@ def msp(out: ScoreInput, *, T: float) -> np.ndarray:  # noqa: N803
     return _softmax(out.logits.astype(np.float64) / T).max(axis=-1)
 
 
-@register_score("energy", params={"T": 1.0, "on": "logits"})
-def energy(out: ScoreInput, *, T: float, on: str) -> np.ndarray:  # noqa: N803
-    """Negative free energy T * logsumexp(x / T) of the logits or cosines (Liu et al., 2020)."""
-    return T * _logsumexp(_inputs(out, on) / T)
+@register_score("energy", params={"T": 1.0})
+def energy(out: ScoreInput, *, T: float) -> np.ndarray:  # noqa: N803
+    """Negative free energy T * logsumexp(cosine / T) (Liu et al., 2020, as MCM's evaluation computes it)."""
+    return T * _logsumexp(_cosine(out) / T)
 
 
-@register_score("max_logit", params={"on": "logits"})
-def max_logit(out: ScoreInput, *, on: str) -> np.ndarray:
-    """Maximum logit (Hendrycks et al., 2022), of the logits or the cosines."""
-    return _inputs(out, on).max(axis=-1)
+@register_score("max_logit")
+def max_logit(out: ScoreInput) -> np.ndarray:
+    """Maximum cosine similarity over the classes (Hendrycks et al., 2022, as MCM's evaluation computes it)."""
+    return _cosine(out).max(axis=-1)
 
 
-@register_score("entropy", params={"T": 1.0, "on": "logits"})
-def neg_entropy(out: ScoreInput, *, T: float, on: str) -> np.ndarray:  # noqa: N803
-    """Negated entropy of the softmax of x / T (confident = more ID)."""
-    p = _softmax(_inputs(out, on) / T)
+@register_score("entropy", params={"T": 1.0})
+def neg_entropy(out: ScoreInput, *, T: float) -> np.ndarray:  # noqa: N803
+    """Negated entropy (natural log) of softmax(cosine / T): confident = more ID."""
+    p = _softmax(_cosine(out) / T)
     return (p * np.log(np.clip(p, 1e-300, None))).sum(axis=-1)
 
 
@@ -275,12 +283,13 @@ def _local_mcm(local_logits: torch.Tensor, logit_scale: float, *, T: float, **_:
     return probs.amax(dim=(-1, -2))
 
 
-@register_score("gl_mcm", params={"T": 1.0, "lam": 1.0}, local=_local_mcm)
-def gl_mcm(out: ScoreInput, *, T: float, lam: float) -> np.ndarray:  # noqa: N803
-    """GL-MCM (Miyai et al., 2023): MCM of the global feature plus lam x the largest MCM over patch tokens."""
+@register_score("gl_mcm", params={"T": 1.0, "lambda_local": 1.0}, local=_local_mcm)
+def gl_mcm(out: ScoreInput, *, T: float, lambda_local: float) -> np.ndarray:  # noqa: N803
+    """GL-MCM (Miyai et al., 2023): MCM of the global feature plus lambda_local x the largest MCM over patch
+    tokens (lambda_local 1, the code's default and LoCoOp's; GL-MCM's ImageNet script passes 0.5)."""
     if out.local is None:
         raise OodbenchError(
             "gl_mcm needs the patch-token reduction, but the outputs carry none; the method's "
             "predict must fill MethodOutput.local_logits when the batch carries `local` features."
         )
-    return mcm(out, T=T) + lam * out.local
+    return mcm(out, T=T) + lambda_local * out.local

@@ -1,8 +1,13 @@
 """Tip-Adapter-F (Zhang et al., ECCV 2022): Tip-Adapter with its cache keys fine-tuned.
 
-The keys start as Tip-Adapter's cache and are trained (cross-entropy on the few-shot split, one
-cached augmented view per image per step); then alpha and beta are searched on the validation part
-of the pool as for Tip-Adapter.
+The keys start as Tip-Adapter's cache and are trained as its code does (AdamW, lr 1e-3, eps 1e-4,
+cosine over every step, batch 256 with the last partial batch kept, 20 epochs, alpha and beta at their
+initial values); then alpha and beta are searched as for Tip-Adapter (docs/fidelity.md, section
+`tip_adapter_f`).
+
+Departures, recorded: each step reads one of `views` cached augmented views per image (scale (0.5, 1))
+instead of a fresh crop; the last epoch is kept (the reference keeps the epoch with the best test
+accuracy) and the search reads held-out pool images, since no test data may reach `fit`.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ class TipAdapterF(TipAdapter):
 
         def loss(idx: torch.Tensor) -> torch.Tensor:
             feats = l2_normalize(pick_views(data.train, idx, self.ctx.generator))
-            logits = scale * feats @ self.ctx.text_features.T + self.alpha * self.cache_logits(feats, keys, self.beta)
+            logits = scale * feats @ self.text.T + self.alpha * self.cache_logits(feats, keys, self.beta)
             return F.cross_entropy(logits, data.labels[idx])
 
         train(
@@ -49,7 +54,8 @@ class TipAdapterF(TipAdapter):
             lr=c.lr,
             generator=self.ctx.generator,
             optimizer="adamw",
-            weight_decay=0.01,
-        )  # AdamW default
+            weight_decay=0.01,  # PyTorch's AdamW default; the reference passes none
+            schedule="step_cosine",
+        )
         self.keys = keys.detach()  # the paper's adapter is a Linear layer initialised with the keys, not re-normalised
         self.search(data)

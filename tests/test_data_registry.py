@@ -93,7 +93,7 @@ EXPECTED_SUITES = {
     "imagenet1k-far": ("imagenet1k-val", (), ("inaturalist-ood", "sun-ood", "places-ood", "textures-ood")),
     "imagenet1k-near": ("imagenet1k-val", ("ssb-hard", "ninco", "imagenet-o"), ()),
     "imagenet10-vs-20": ("imagenet10-val", ("imagenet20-val",), ()),
-    "imagenet20-vs-10": ("imagenet20-val", ("imagenet10-val",), ()),
+    "imagenet20-vs-10": ("imagenet20-val", ("imagenet10-train",), ()),  # MCM's OOD: ImageNet-10's train split
     "cub200-far": ("cub200-test", (), ("inaturalist-ood", "sun-ood", "places-ood", "textures-ood")),
     "stanford-cars-far": ("stanford-cars-test", (), ("inaturalist-ood", "sun-ood", "places-ood", "textures-ood")),
     "food101-far": ("food101-test", (), ("inaturalist-ood", "sun-ood", "places-ood", "textures-ood")),
@@ -107,8 +107,9 @@ def test_real_suites(name, expected):
     assert (suite.id_test, suite.near, suite.far) == expected
     specs = suite.datasets()
     assert specs[suite.id_test].classnames == specs[suite.pool].classnames == suite.classnames
-    assert suite.pool != suite.id_test and suite.version >= 1
-    assert suite.prompt_templates() == ["a photo of a {}."]  # the MCM protocol
+    assert suite.pool != suite.id_test and suite.version == 2
+    assert suite.prompt_templates() == ["a photo of a {}"]  # MCM's prompt, no full stop
+    assert [h.version for h in suite.history] == [1] and suite.at(1).change
     for group, ood in suite.ood_sets():
         assert group in ("near", "far") and ood != suite.id_test
 

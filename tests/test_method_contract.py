@@ -81,7 +81,10 @@ def features(labels: torch.Tensor, gen: torch.Generator, *, views: bool = False,
     g = TEXT[labels] * 3 + 0.3 * torch.randn(len(labels), DIM, generator=gen)
     loc = g[:, None] + 0.5 * torch.randn(len(labels), PATCHES, DIM, generator=gen) if local else None
     v = g[None] + 0.2 * torch.randn(VIEWS, len(labels), DIM, generator=gen) if views else None
-    return FeatureBatch(global_=g, local=loc, views=v)
+    lv = None
+    if views and local:  # patch tokens of each view, float16 on the CPU as the harness hands them over
+        lv = (v[:, :, None] + 0.5 * torch.randn(VIEWS, len(labels), PATCHES, DIM, generator=gen)).half()
+    return FeatureBatch(global_=g, local=loc, views=v, local_views=lv)
 
 
 def fit_data(shots: int = 2) -> FitData:
@@ -169,10 +172,12 @@ def test_fit_learns_the_split(name):
 
     def batch(labels):
         g = means[labels] + 0.1 * torch.randn(len(labels), DIM, generator=gen)
+        views = g[None] + 0.05 * torch.randn(VIEWS, len(labels), DIM, generator=gen)
         return FeatureBatch(
             global_=g,
             local=g[:, None] + 0.1 * torch.randn(len(labels), PATCHES, DIM, generator=gen),
-            views=g[None] + 0.05 * torch.randn(VIEWS, len(labels), DIM, generator=gen),
+            views=views,
+            local_views=views[:, :, None] + 0.1 * torch.randn(VIEWS, len(labels), PATCHES, DIM, generator=gen),
         )
 
     data = FitData(train=batch(y), labels=y, val=batch(y), val_labels=y, shots=4)
@@ -316,26 +321,116 @@ def test_tip_adapter_search_picks_the_best_pair_on_validation():
     assert accuracy(c.init_alpha, c.init_beta) < best  # the data makes the search matter
 
 
-def test_linear_probe_c_is_at_least_as_good_on_validation_as_every_coarse_candidate():
-    """Recomputed independently with scikit-learn: no coarse candidate beats the chosen C on the validation part."""
+def test_tip_adapter_keys_are_the_normalised_mean_of_raw_view_features():
+    """Tip-Adapter averages the raw features of its augment epochs, then normalises (utils.py:L52-60): views of
+    different lengths weigh by their length, which the mean of normalised views would not do."""
+    cls = METHODS.get("tip_adapter")
+    m = cls(config=fast_config(cls), context=context())
+    a, b = torch.tensor([[10.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    views = torch.stack([a, b])  # [V=2, N=1, D=2]
+    m.build_cache(
+        FitData(
+            train=FeatureBatch(global_=a, views=views),
+            labels=torch.tensor([0]),
+            val=FeatureBatch(global_=a),
+            val_labels=torch.tensor([0]),
+            shots=1,
+        )
+    )
+    torch.testing.assert_close(m.keys, torch.nn.functional.normalize(torch.tensor([[5.0, 0.5]]), dim=-1))
+
+
+@pytest.mark.parametrize(
+    "name, family, templates",
+    [
+        ("tip_adapter", "imagenet", "tip_adapter_imagenet"),
+        ("tip_adapter_f", "food101", "food101"),
+        ("clip_adapter", "imagenet", "simple"),
+        ("clip_adapter", "oxford-pets", "oxford-pets"),
+        ("tip_adapter", "cub200", None),
+    ],
+)
+def test_adapters_classify_with_their_authors_templates_per_family(name, family, templates):
+    """Tip-Adapter's and CLIP-Adapter's text classifier is built from their own per-dataset templates
+    (Tip-Adapter's 7-template ensemble on ImageNet); without one (CUB) the suite's zero-shot classifier."""
+    from benchmark.suites import load_templates
+
+    cls = METHODS.get(name)
+    m = cls(config=make_config(cls, None, family=family), context=context())
+    want = classifier(load_templates(templates)) if templates else TEXT
+    torch.testing.assert_close(m.text, want)
+    if templates == "tip_adapter_imagenet":
+        assert len(load_templates(templates)) == 7
+
+
+def test_family_defaults_reach_the_config():
+    assert make_config(METHODS.get("coop"), None, family="imagenet").epochs == 50
+    assert make_config(METHODS.get("coop"), None, family="food101").epochs == 0  # the schedule by shots
+    assert make_config(METHODS.get("locoop"), None, family="imagenet").epochs == 50
+    cars = make_config(METHODS.get("tip_adapter_f"), None, family="stanford-cars")
+    assert (cars.search_scale_beta, cars.search_scale_alpha, cars.init_alpha) == (20.0, 10.0, 3.0)
+    assert make_config(METHODS.get("clip_adapter"), None, family="imagenet").epochs == 50
+
+
+def lpclip_search(x, y, xv, yv, *, coarse: list[float], steps: int, max_iter: int) -> float:
+    """CoOp's lpclip search written out again from KaiyangZhou/CoOp lpclip/linear_probe.py:L53-118: the first
+    best of the coarse list, then `steps` rounds that fit C_left and C_right, keep C_right only when it is
+    strictly better, and move the other end to the midpoint in log10. Returns the C of the last round."""
     from sklearn.linear_model import LogisticRegression
 
+    def acc(c):
+        clf = LogisticRegression(solver="lbfgs", max_iter=max_iter, C=c).fit(x, y)  # penalty: l2, the default
+        return sum(clf.predict(xv) == yv) / len(yv)
+
+    accs = [acc(c) for c in coarse]
+    peak = coarse[int(np.argmax(accs))]
+    c_left, c_right = 1e-1 * peak, 1e1 * peak
+    final = None
+    for _ in range(steps):
+        a_left, a_right = acc(c_left), acc(c_right)
+        mid = 0.5 * (np.log10(c_right) + np.log10(c_left))
+        if a_left < a_right:
+            final, lo, hi = c_right, mid, np.log10(c_right)
+        else:
+            final, lo, hi = c_left, np.log10(c_left), mid
+        c_left, c_right = np.power(10, lo), np.power(10, hi)
+    return final
+
+
+def test_linear_probe_follows_lpclip_search_on_the_first_val_shots_of_each_class():
+    """The chosen C equals an independent rewrite of lpclip's search, fitted on the raw features and
+    validated on the first `val_shots` images of each class (4 at 4 shots) of the validation part."""
     cls = METHODS.get("linear_probe")
-    data = misaligned_data(noise=1.5)
-    m = cls(config=fast_config(cls), context=context())
+    data = misaligned_data(seed=4, noise=1.5)  # data on which 4 and 10 validation images per class disagree
+    m = cls(config=make_config(cls, {"refine_steps": 4}), context=context())
     m.fit(data)
-    prep = getattr(m, "prepare_features", lambda x: torch.nn.functional.normalize(x, dim=-1))
-    x, y = prep(data.train.global_).numpy(), data.labels.numpy()
-    xv, yv = prep(data.val.global_).numpy(), data.val_labels.numpy()
+    x, y = data.train.global_.numpy(), data.labels.numpy()
+    yv_all = data.val_labels.numpy()
+    keep = np.concatenate([np.flatnonzero(yv_all == c)[:4] for c in range(3)])
+    keep.sort()
+    c = m.config
+    coarse = [10.0**e for e in np.linspace(c.c_max_log10, c.c_min_log10, c.coarse_steps)]
+    assert coarse[0] == 1e6 and coarse[-1] == pytest.approx(1e-6) and len(coarse) == 7
+    want = lpclip_search(
+        x, y, data.val.global_.numpy()[keep], yv_all[keep], coarse=coarse, steps=4, max_iter=c.max_iter
+    )
+    assert m.c_value == pytest.approx(want, rel=1e-9)
+    # features are raw: the probe's logits are an affine function of the unnormalised feature
+    f = data.val.global_[:2]
+    torch.testing.assert_close(m.head(2 * f) - m.head(f), m.head(f) - m.head(torch.zeros_like(f)))
 
-    def accuracy(c: float) -> float:
-        clf = LogisticRegression(C=c, max_iter=m.config.max_iter).fit(x, y)
-        return float((clf.predict(xv) == yv).mean())
 
-    coarse = np.logspace(m.config.c_min_log10, m.config.c_max_log10, m.config.coarse_steps)
-    accs = [accuracy(float(c)) for c in coarse]
-    assert max(accs) > min(accs)  # the data makes the choice matter
-    assert accuracy(m.c_value) >= max(accs) - 1e-12
+def test_linear_probe_val_shots_by_shot_count():
+    from methods.linear_probe import first_per_class, val_per_class
+
+    table = METHODS.get("linear_probe").Config().val_shots
+    assert [val_per_class(k, table) for k in (1, 2, 3, 4, 8, 16, 32)] == [1, 2, 2, 4, 4, 4, 4]
+    labels = np.array([2, 0, 2, 1, 0, 2, 0, 1])
+    assert first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 7]
+    with pytest.raises(OodbenchError, match="val_shots"):
+        METHODS.get("linear_probe")(
+            config=make_config(METHODS.get("linear_probe"), {"val_shots": [[4, 0]]}), context=context()
+        )
 
 
 @pytest.mark.parametrize("name", METHODS.names())

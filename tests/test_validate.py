@@ -40,7 +40,7 @@ PROBLEMS = {
     "empty provenance": (_set("weights_sha256", ""), "column weights_sha256 has empty values"),
     "bad JSON": (_set("package_versions", "torch 2"), "column package_versions must hold JSON objects"),
     "unknown suite": (_set("suite", "fmnist-oood"), "unknown suite 'fmnist-oood'"),
-    "old suite version": (_set("suite_version", 0), "is at version 1, the file has version 0"),
+    "unknown suite version": (_set("suite_version", 0), "is at version 2, the file has version 0"),
     "OOD sets": (lambda df: df[df["ood_dataset"] != "textiles"], "missing textiles (far)"),
     "wrong group": (_set("ood_group", "middle"), "ood_group must be 'near' or 'far'"),
     "inconsistent run": (lambda df: df.assign(seed=np.arange(len(df)) % 2 + 1), "one run_id must describe one run"),
@@ -70,6 +70,27 @@ def test_each_problem_is_found_and_named(kind, demo_rows, tmp_path):
     path = tmp_path / "bad.parquet"  # the same through a real file (plain pandas: it keeps the wrong types)
     bad.to_parquet(path)
     assert any(message in p for p in validate_file(path, suites=registered_suites()).problems)
+
+
+def test_a_version_1_file_validates_as_that_version_with_a_note(demo_rows):
+    """Files measured before the reference defaults (suite version 1) stay valid and are noted as older."""
+    notes: list[str] = []
+    assert validate_frame(demo_rows.assign(suite_version=1), suites=registered_suites(), notes=notes) == []
+    assert any("version 1 is older than the current version 2" in n for n in notes)
+
+
+def test_imagenet20_vs_10_version_1_keeps_its_ood_set(demo_rows):
+    """Version 1 of imagenet20-vs-10 measured ImageNet-10 val as OOD, version 2 its train split (as MCM)."""
+    rows = demo_rows[demo_rows["ood_dataset"] == "fmnist-near4"].assign(
+        suite="imagenet20-vs-10", id_dataset="imagenet20-val", ood_dataset="imagenet10-val", ood_group="near"
+    )
+    suites = registered_suites()
+    assert validate_frame(rows.assign(suite_version=1), suites=suites) == []
+    assert any(
+        "missing imagenet10-train (near)" in p for p in validate_frame(rows.assign(suite_version=2), suites=suites)
+    )
+    now = rows.assign(suite_version=2, ood_dataset="imagenet10-train")
+    assert validate_frame(now, suites=suites) == []
 
 
 def test_unreadable_file_is_a_problem_not_a_crash(tmp_path):

@@ -93,7 +93,7 @@ def prepare_cmd(
     class_list: Annotated[
         Path | None,
         typer.Option(
-            "--class-list", help="Class list file for sets whose classes do not ship (ImageNet-100: one wnid per line)."
+            "--class-list", help="Class list file for an ImageNet subset whose classes do not ship (one wnid per line)."
         ),
     ] = None,
     workers: WorkersOpt = 0,

@@ -1,8 +1,17 @@
-"""Shared pieces of methods that train: the training loop, augmented-view sampling, and turning a
-per-feature head into a MethodOutput (global logits and, when asked, patch-token logits).
+"""Shared pieces of methods that train: the training loop with the reference schedules, augmented-view
+sampling, and turning a per-feature head into a MethodOutput (global logits and, when asked, patch-token
+logits).
 
-Everything random draws from the run's seeded generator (`MethodContext.generator`), so two fits
-with the same seed give identical logits.
+Two schedules, each as its authors' code runs it (docs/fidelity.md):
+- "dassl" (CoOp, CoCoOp, LoCoOp, CLIP-Adapter: Dassl's trainer): SGD; the learning rate is set once per
+  epoch: `warmup_epochs` epochs at the constant `warmup_lr`, then epoch e at lr/2 (1 + cos(pi (e - W) / E))
+  (E = epochs, W = warmup epochs), so it never reaches 0; an epoch drops its last partial batch when the
+  split has at least `batch_size` images (Dassl's training loader).
+- "step_cosine" (Tip-Adapter-F): cosine from lr to 0 over every step of training, no warm-up, the last
+  partial batch kept.
+
+Everything random draws from the run's seeded generator (`MethodContext.generator`), so two fits with the
+same seed give identical logits.
 """
 
 from __future__ import annotations
@@ -15,6 +24,9 @@ import torch
 from benchmark.errors import OodbenchError
 from methods.base import FeatureBatch, MethodOutput
 
+SCHEDULES = ("dassl", "step_cosine")
+WARMUP_LR = 1e-5  # Dassl's WARMUP_CONS_LR in CoOp's, CoCoOp's and LoCoOp's configs
+
 
 def head_output(
     head: Callable[[torch.Tensor], torch.Tensor], batch: FeatureBatch, *, logit_scale: float
@@ -25,35 +37,77 @@ def head_output(
     return MethodOutput(logits=head(batch.global_), logit_scale=logit_scale, local_logits=local)
 
 
-def pick_views(train: FeatureBatch, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Features of the training images `idx`, each replaced by one of its cached augmented views
-    (or kept as the plain image) at random; the plain features when no views were cached."""
-    plain = train.global_[idx]
+def view_choice(train: FeatureBatch, n: int, generator: torch.Generator) -> torch.Tensor | None:
+    """For each of `n` training images, which of its cached augmented views a step uses (uniform, never the
+    un-augmented image: the reference code augments every training image at every step); None without views."""
     if train.views is None:
-        return plain
-    stacked = torch.cat([plain[None], train.views[:, idx]])  # [V + 1, B, D]
-    choice = torch.randint(0, stacked.shape[0], (len(idx),), generator=generator).to(stacked.device)
-    return stacked[choice, torch.arange(len(idx), device=stacked.device)]
+        return None
+    return torch.randint(0, train.views.shape[0], (n,), generator=generator)
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """One epoch of shuffled index batches (the last one may be smaller)."""
+def pick_views(train: FeatureBatch, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Global features of the training images `idx`, each one of its cached augmented views drawn at random;
+    the plain features when no views were cached."""
+    choice = view_choice(train, len(idx), generator)
+    if choice is None:
+        return train.global_[idx]
+    dev = train.views.device
+    return train.views[choice.to(dev), idx.to(dev)]
+
+
+def pick_views_with_local(
+    train: FeatureBatch, idx: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global features [B, D] and patch tokens [B, P, D] of the training images `idx`, both of the same randomly
+    drawn augmented view of each image (LoCoOp's global and local features come from one augmented image); the
+    plain features and patch tokens when no views were cached. Patch tokens are returned in float32 on the
+    device of the global features."""
+    choice = view_choice(train, len(idx), generator)
+    if choice is None:
+        if train.local is None:
+            raise OodbenchError(
+                "Training on patch tokens needs FitData.train.local; the harness gives it to methods "
+                "that declare needs={'local'}."
+            )
+        return train.global_[idx], train.local[idx]
+    if train.local_views is None:
+        raise OodbenchError(
+            "Training on augmented views of patch tokens needs FitData.train.local_views; the harness gives it "
+            "to methods that declare needs={'local', 'views'} with views >= 1."
+        )
+    dev = train.views.device
+    glob = train.views[choice.to(dev), idx.to(dev)]
+    lv = train.local_views
+    local = lv[choice.to(lv.device), idx.to(lv.device)]
+    return glob, local.to(device=glob.device, dtype=torch.float32)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool = False) -> list[torch.Tensor]:
+    """One epoch of shuffled index batches; with `drop_last` the last batch is dropped when it is partial."""
     perm = torch.randperm(n, generator=generator)
-    return [perm[s : s + batch_size] for s in range(0, n, batch_size)]
+    out = [perm[s : s + batch_size] for s in range(0, n, batch_size)]
+    return out[:-1] if drop_last and len(out) > 1 and len(out[-1]) < batch_size else out
 
 
-def cosine_lr(step: int, total: int, base_lr: float, *, warmup_steps: int = 0, warmup_lr: float = 1e-5) -> float:
-    """Cosine annealing to 0 over `total` steps after `warmup_steps` at a constant `warmup_lr`
-    (Dassl's schedule that CoOp, CoCoOp, LoCoOp and CLIP-Adapter train with)."""
-    if step < warmup_steps:
+def dassl_lr(epoch: int, *, epochs: int, base_lr: float, warmup_epochs: int, warmup_lr: float = WARMUP_LR) -> float:
+    """The learning rate of epoch `epoch` (from 0) under Dassl's cosine schedule wrapped in a constant warm-up:
+    CosineAnnealingLR(MAX_EPOCH) stepped once per epoch after ConstantWarmupScheduler's warm-up epochs
+    (KaiyangZhou/Dassl.pytorch dassl/optim/lr_scheduler.py:L27-54, L128-141)."""
+    if epoch < warmup_epochs:
         return warmup_lr
-    t = (step - warmup_steps) / max(1, total - warmup_steps)
-    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, t)))
+    return 0.5 * base_lr * (1 + math.cos(math.pi * (epoch - warmup_epochs) / epochs))
+
+
+def cosine_lr(step: int, total: int, base_lr: float) -> float:
+    """Cosine annealing from `base_lr` to 0 over `total` steps, `step` from 0 (Tip-Adapter-F's
+    CosineAnnealingLR(optimizer, epochs * batches), stepped after every batch)."""
+    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, step / max(1, total))))
 
 
 def make_optimizer(
     params: Iterable[torch.nn.Parameter], *, name: str, lr: float, weight_decay: float = 0.0
 ) -> torch.optim.Optimizer:
+    """SGD as Dassl builds it (momentum 0.9, no dampening, no Nesterov) or AdamW as Tip-Adapter-F (eps 1e-4)."""
     params = list(params)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
@@ -73,24 +127,37 @@ def train(
     generator: torch.Generator,
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
+    schedule: str = "dassl",
     warmup_epochs: int = 0,
+    lr_log: list[float] | None = None,
 ) -> list[float]:
-    """Minimise `loss_fn(batch indices)` over `epochs` shuffled passes with a cosine schedule.
-    Returns the mean loss of each epoch."""
+    """Minimise `loss_fn(batch indices)` over `epochs` shuffled passes under `schedule` ("dassl" or
+    "step_cosine", see the module docstring). Returns the mean loss of each epoch; `lr_log`, when given,
+    receives the learning rate of every step."""
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise OodbenchError(
             f"Training needs epochs >= 1, batch_size >= 1 and lr > 0 "
             f"(got epochs={epochs}, batch_size={batch_size}, lr={lr}); fix the method's config."
         )
+    if schedule not in SCHEDULES:
+        raise OodbenchError(f"Unknown schedule {schedule!r}; use one of {SCHEDULES}.")
+    dassl = schedule == "dassl"
+    drop_last = dassl and n >= batch_size  # Dassl: drop_last = is_train and len(data) >= batch_size
     opt = make_optimizer(params, name=optimizer, lr=lr, weight_decay=weight_decay)
-    per_epoch = math.ceil(n / batch_size)
-    total, warmup = epochs * per_epoch, warmup_epochs * per_epoch
+    total = epochs * (n // batch_size if drop_last else math.ceil(n / batch_size))
     step, history = 0, []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         losses = []
-        for idx in batches(n, batch_size, generator):
+        for idx in batches(n, batch_size, generator, drop_last=drop_last):
+            rate = (
+                dassl_lr(epoch, epochs=epochs, base_lr=lr, warmup_epochs=warmup_epochs)
+                if dassl
+                else cosine_lr(step, total, lr)
+            )
             for group in opt.param_groups:
-                group["lr"] = cosine_lr(step, total, lr, warmup_steps=warmup)
+                group["lr"] = rate
+            if lr_log is not None:
+                lr_log.append(rate)
             loss = loss_fn(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
