@@ -22,6 +22,7 @@ def _key(**over) -> OutputKey:
         arch="a",
         weights_sha256="w",
         preprocess="p",
+        image_pipeline="tensor",
         precision="fp32",
         suite="s",
         suite_version=1,
