@@ -39,7 +39,7 @@ def timed(cmd: list[str]) -> tuple[float, float, str, float]:
     return float(wall), float(kb) / 1024, out.stdout, float(user) + float(system)
 
 
-def run_cmd(method: str, shots: int, scores: str, cache: Path, results: Path) -> list[str]:
+def run_cmd(method: str, shots: int, scores: str, cache: Path, results: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -62,6 +62,7 @@ def run_cmd(method: str, shots: int, scores: str, cache: Path, results: Path) ->
         "--results-dir",
         str(results),
         "--no-progress",
+        *extra,
     ]
 
 
@@ -71,6 +72,11 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=16, help="for few-shot methods")
     parser.add_argument("--repeats", type=int, default=3, help="warm and add-score runs (medians)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--no-save-scores",
+        action="store_true",
+        help="runs without the per-sample scores, hence without bootstrap intervals (their largest warm cost)",
+    )
     args = parser.parse_args()
 
     startup = [timed([sys.executable, "-c", "import benchmark.cli, benchmark.harness"]) for _ in range(args.repeats)]
@@ -82,15 +88,16 @@ def main() -> None:
     from methods.base import fits_split
 
     load_methods()
+    extra = ["--no-save-scores"] if args.no_save_scores else []
     for method in args.methods.split(","):
         shots = args.shots if fits_split(METHODS.get(method)) else 0
         with tempfile.TemporaryDirectory() as tmp:
             cache, results = Path(tmp) / "cache", Path(tmp) / "results"
-            cold = timed(run_cmd(method, shots, "mcm", cache, results))
+            cold = timed(run_cmd(method, shots, "mcm", cache, results, *extra))
             assert "cache hit" not in cold[2], cold[2]
-            warm = [timed(run_cmd(method, shots, "mcm", cache, results)) for _ in range(args.repeats)]
+            warm = [timed(run_cmd(method, shots, "mcm", cache, results, *extra)) for _ in range(args.repeats)]
             assert all("outputs were cached" in w[2] for w in warm), warm[0][2]
-            added = [timed(run_cmd(method, shots, "mcm,energy", cache, results)) for _ in range(args.repeats)]
+            added = [timed(run_cmd(method, shots, "mcm,energy", cache, results, *extra)) for _ in range(args.repeats)]
             assert all("outputs were cached" in a[2] for a in added), added[0][2]
         row = {"shots": shots, "cold_peak_mb": cold[1]}
         for name, runs in (("cold", [cold]), ("warm", warm), ("add_score", added)):

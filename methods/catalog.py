@@ -325,17 +325,33 @@ def _param() -> Any:
 
 
 class _Reader:
-    """Reads the method modules of one package folder; modules of that package are read, not imported."""
+    """Reads the modules of one package folder (method modules and their shared building blocks in
+    sub-packages); modules of that package are read, not imported, unless they are cheap."""
 
     def __init__(self, package: str, folder: Path, modules: list[str]) -> None:
         self.package, self.folder = package, Path(folder)
-        self.own = set(modules)
         self._modules: dict[str, _Module] = {}
 
+    def source(self, module: str) -> Path | None:
+        """The file of `module` when it belongs to this package (`methods.coop`, `methods.shared.prompts`)."""
+        if not module.startswith(f"{self.package}.") or module in CHEAP_MODULES:
+            return None
+        base = self.folder.joinpath(*module.split(".")[1:])
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.is_file():
+                return path
+        return None
+
     def module(self, short: str) -> _Module:
-        if short not in self._modules:
-            self._modules[short] = _Module(self, f"{self.package}.{short}", self.folder / f"{short}.py")
-        return self._modules[short]
+        return self._read_module(f"{self.package}.{short}")
+
+    def _read_module(self, name: str) -> _Module:
+        if name not in self._modules:
+            path = self.source(name)
+            if path is None:
+                raise StaticReadError(f"{name} is not a module of {self.package}")
+            self._modules[name] = _Module(self, name, path)
+        return self._modules[name]
 
     def import_module(self, name: str) -> Any:
         if name.split(".")[0] in sys.stdlib_module_names or name in CHEAP_MODULES:
@@ -343,9 +359,10 @@ class _Reader:
         return _Unavailable(f"import {name}")
 
     def import_from(self, module: str, name: str) -> Any:
-        package, _, short = module.rpartition(".")
-        if package == self.package and short in self.own and module not in CHEAP_MODULES:
-            return self.module(short).lookup(name)
+        if self.source(module) is not None:
+            if self.source(f"{module}.{name}") is not None:  # `from methods.shared import prompts`
+                return _Unavailable(f"module {module}.{name}")
+            return self._read_module(module).lookup(name)
         real = self.import_module(module)
         return real if isinstance(real, _Unavailable) else getattr(real, name)
 

@@ -245,3 +245,55 @@ def test_methods_registered_in_this_process_outside_the_package_are_listed():
     with METHODS.temporarily("temp_method", Temp):
         assert "temp_method" in catalog().methods
     assert "temp_method" not in catalog().methods
+
+
+def test_bases_and_configs_from_a_shared_subpackage_are_read_too(tmp_path):
+    folder = _package(
+        tmp_path,
+        "sharedpkg",
+        {
+            "epsilon": """
+                from dataclasses import dataclass
+                from methods.base import METHODS, param
+                from sharedpkg.shared.bases import NegBase, NegConfig
+
+                @dataclass(frozen=True)
+                class EConfig(NegConfig):
+                    extra: float = param(0.5, low=0.0, high=1.0)
+
+                @METHODS.register("static_e")
+                class E(NegBase):
+                    Config = EConfig
+                    paper = "E."
+            """
+        },
+    )
+    (folder / "shared").mkdir()
+    (folder / "shared" / "__init__.py").write_text("")
+    (folder / "shared" / "bases.py").write_text(
+        textwrap.dedent(
+            """
+            from dataclasses import dataclass
+            import torch  # the shared module imports torch; nothing the declarations need comes from it
+            from methods.base import ZERO_SHOT, Method, MethodConfig, param
+
+            WORDS = 10_000
+
+            @dataclass(frozen=True)
+            class NegConfig(MethodConfig):
+                n_words: int = param(WORDS, low=1, high=100_000)
+
+            class NegBase(Method):
+                protocol = ZERO_SHOT
+                provides = frozenset({"neg_logits"})
+
+                def predict(self, batch):
+                    return torch.zeros(1)
+            """
+        )
+    )
+    cat = read_modules("sharedpkg", folder, ["epsilon"])
+    assert cat.imported == {}
+    e = cat.methods["static_e"]
+    assert (e.protocol, e.provides, e.paper) == ("zero-shot", frozenset({"neg_logits"}), "E.")
+    assert json.loads(e.defaults) == {"n_words": 10000, "extra": 0.5}
