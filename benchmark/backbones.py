@@ -15,14 +15,11 @@ from typing import Any
 import torch
 
 from benchmark.atomic import write_json_atomic
+from benchmark.backbone_names import ASSETS_DIR, BUNDLED_WEIGHTS, DEMO_BACKBONE, list_backbones  # noqa: F401
 from benchmark.errors import OodbenchError, UnknownNameError
 from benchmark.hashing import sha256_file
 from benchmark.registry import suggest
 
-ASSETS_DIR = Path(__file__).parent / "assets"
-DEMO_BACKBONE = "oodbench-tiny-fmnist:demo"
-# bundled tags: name -> weights file shipped in the package
-BUNDLED_WEIGHTS = {DEMO_BACKBONE: ASSETS_DIR / "oodbench-tiny-fmnist" / "weights.safetensors"}
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
@@ -130,13 +127,6 @@ def remembered_identity(name: str, *, cache_dir: Path) -> BackboneIdentity | Non
         return BackboneIdentity(record["name"], record["arch"], record["weights_sha256"], record["preprocess_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def list_backbones() -> list[str]:
-    """Every name `load_backbone` accepts without a path: bundled ones, then open_clip's pretrained list."""
-    import open_clip
-
-    return list(BUNDLED_WEIGHTS) + [f"{a}:{t}" for a, t in open_clip.list_pretrained()]
 
 
 def parse_backbone(name: str) -> tuple[str, str]:

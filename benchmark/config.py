@@ -9,6 +9,7 @@ dataclasses; their field defaults are the only defaults (the CLI reads them from
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ DEFAULT_TOLERANCE = 0.005  # `oodbench reproduce`: absolute, on metrics stored i
 DEFAULT_RECORD_DIR = Path("results") / "verifications"  # where `oodbench reproduce` writes its records
 SEED_MAX = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take it; larger seeds are refused
 PRECISIONS = ("fp32", "bf16", "fp16")
+IMAGE_PIPELINES = ("tensor", "pil")  # how extraction decodes and resizes images (benchmark/imagepipe.py)
+IMAGE_PIPELINE_ENV = "OODBENCH_IMAGE_PIPELINE"  # the default pipeline when Execution.image_pipeline is None
+DEFAULT_IMAGE_PIPELINE = "tensor"
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,15 @@ class Execution:
     data_root: Path | None = None
     reuse_outputs: bool = True  # False: refit even when this run's outputs are cached (reproduce)
     save_scores: bool = True  # write the per-sample scores sidecar (needed for intervals and curves)
+    # "tensor" or "pil"; None: $OODBENCH_IMAGE_PIPELINE, else DEFAULT_IMAGE_PIPELINE. Like precision it changes the
+    # features (within the tolerance benchmark/imagepipe.py states), so it is part of the feature and output cache keys
+    image_pipeline: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise OodbenchError(f"Unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}.")
+        if self.image_pipeline is not None:
+            resolve_image_pipeline(self.image_pipeline)
         if self.batch_size < 1:
             raise OodbenchError(f"--batch-size must be at least 1 (got {self.batch_size}).")
         if self.num_workers < 0:
@@ -83,6 +92,17 @@ class Execution:
 
 
 DEFAULT_EXECUTION = Execution()
+
+
+def resolve_image_pipeline(name: str | None = None) -> str:
+    """The image pipeline extraction uses: `name`, else $OODBENCH_IMAGE_PIPELINE, else DEFAULT_IMAGE_PIPELINE."""
+    name = name or os.environ.get(IMAGE_PIPELINE_ENV) or DEFAULT_IMAGE_PIPELINE
+    if name not in IMAGE_PIPELINES:
+        raise OodbenchError(
+            f"Unknown image pipeline {name!r} (--image-pipeline or ${IMAGE_PIPELINE_ENV}); "
+            f"use one of {', '.join(IMAGE_PIPELINES)}."
+        )
+    return name
 
 
 def check_seed(seed: object) -> int:

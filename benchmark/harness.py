@@ -31,7 +31,7 @@ import torch
 
 import benchmark
 from benchmark.backbones import Backbone, BackboneIdentity, load_backbone, remember_identity, remembered_identity
-from benchmark.config import Execution, RunKey
+from benchmark.config import Execution, RunKey, resolve_image_pipeline
 from benchmark.data import LoadedDataset, load_dataset, read_classnames
 from benchmark.encoders import DASSL_CROP_SCALE, view_kind
 from benchmark.errors import OodbenchError, user_code_error
@@ -385,6 +385,7 @@ class Harness:
             batch_size=ex.batch_size,
             num_workers=ex.num_workers,
             progress=self.progress,
+            pipeline=ex.image_pipeline,
         )
         cache_hits[f"{dataset.spec.name}:{kind}"] = f.cache_hit
         return f.array
@@ -645,6 +646,7 @@ class Harness:
             arch=ident.arch,
             weights_sha256=ident.weights_sha256,
             preprocess=ident.preprocess_id,
+            image_pipeline=resolve_image_pipeline(prepared.execution.image_pipeline),
             precision=prepared.execution.precision,
             suite=resolved.suite.name,
             suite_version=resolved.suite.version,

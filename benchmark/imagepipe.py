@@ -22,7 +22,6 @@ chroma upsampling differ slightly from libjpeg-turbo's; that path carries its ow
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from collections import deque
@@ -34,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.errors import OodbenchError
+from benchmark.config import IMAGE_PIPELINE_ENV, IMAGE_PIPELINES, resolve_image_pipeline
 
-PIPELINES = ("tensor", "pil")
-PIPELINE_ENV = "OODBENCH_IMAGE_PIPELINE"  # "pil" selects the PIL path of benchmark.features
+PIPELINES = IMAGE_PIPELINES  # the names and their default live in benchmark.config
+PIPELINE_ENV = IMAGE_PIPELINE_ENV  # "pil" selects the PIL path of benchmark.features
 VERSION = 1  # bump when the pipeline's output changes: it is part of the feature cache key
 
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -53,13 +52,9 @@ warnings.filterwarnings(
 
 
 def resolve_pipeline(name: str | None = None) -> str:
-    """The image pipeline extraction uses: `name`, else $OODBENCH_IMAGE_PIPELINE, else "tensor"."""
-    name = name or os.environ.get(PIPELINE_ENV, "tensor")
-    if name not in PIPELINES:
-        raise OodbenchError(
-            f"Unknown image pipeline {name!r} (argument or ${PIPELINE_ENV}); use one of {', '.join(PIPELINES)}."
-        )
-    return name
+    """The image pipeline extraction uses: `name`, else $OODBENCH_IMAGE_PIPELINE, else "tensor"
+    (benchmark.config.resolve_image_pipeline)."""
+    return resolve_image_pipeline(name)
 
 
 def jpeg_components(blob: bytes) -> int | None:

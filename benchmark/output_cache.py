@@ -1,7 +1,7 @@
 """The run-output cache: what a fitted run's `predict` produced on every test set, kept once per run.
 
-Keyed by everything that determines the outputs (backbone weights, preprocessing, precision, the
-datasets' list hashes, method, config hash, shots, seed, few-shot split hash, the test stream and the
+Keyed by everything that determines the outputs (backbone weights, preprocessing, image pipeline,
+precision, the datasets' list hashes, method, config hash, shots, seed, few-shot split hash, the test stream and the
 code), so a repeated run or a run that only adds a score reads the cached class logits (and the
 method's extra arrays) and computes every score from them without loading the model. Scores that
 read patch tokens keep a per-image reduction of the patch logits, stored per score variant; asking
@@ -47,6 +47,7 @@ class OutputKey:
     arch: str
     weights_sha256: str
     preprocess: str
+    image_pipeline: str  # "tensor" or "pil": the features differ slightly (benchmark/imagepipe.py)
     precision: str
     suite: str
     suite_version: int

@@ -25,6 +25,7 @@ from benchmark.harness import Harness
 from benchmark.progress import Progress
 from benchmark.protocols import FEW_SHOT, TEST_TIME
 from benchmark.results import existing_runs, read_results
+from methods.base import fits_split
 
 
 @dataclass(frozen=True)
@@ -161,3 +162,21 @@ def run_sweep(
             on_run(run, "ran", time.perf_counter() - t)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def prefetch_features(keys: list[RunKey], execution: Execution, *, progress: Progress | None = None) -> int:
+    """Encode, once, the feature sets the runs of `keys` share (every test set, and the few-shot pool, per suite
+    and backbone, with patch tokens where a run reads them) before the runs start in parallel (a Slurm array):
+    for each distinct need, one run's own `features` stage (which also encodes that run's augmented views).
+    Returns how many runs' features were prepared."""
+    harness = Harness(progress=progress)
+    seen = set()
+    for key in keys:
+        resolved = harness.resolve(key)
+        cls = resolved.method_cls
+        need = (key.suite, key.backbone, resolved.needs_local, fits_split(cls), "local" in cls.needs)
+        if need in seen:
+            continue
+        seen.add(need)
+        harness.features(resolved, harness.prepare(resolved, execution))
+    return len(seen)

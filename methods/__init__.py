@@ -1,7 +1,8 @@
 """Methods (one module each) and OOD scores, registered by declaration.
 
-`load_methods()` discovers every module of this package (except `base`, the interface; shared
-building blocks live in the `methods.shared` sub-package, which registers nothing) and imports it, so
+`load_methods()` discovers every module of this package (except `base`, the interface, and `catalog`, which
+lists the declarations without importing them; shared building blocks live in the `methods.shared`
+sub-package, which registers nothing) and imports it, so
 a new method file registers itself without any list to edit; then it loads methods installed by
 other packages through the `oodbench.methods` entry point. `load_method_file` imports one file that
 lives outside oodbench (`--method-file`).
@@ -20,7 +21,7 @@ from methods.base import METHODS, Method, MethodOutput  # noqa: F401
 from methods.scores import SCORES  # noqa: F401
 
 ENTRY_POINT_GROUP = "oodbench.methods"
-INTERFACE_MODULES = ("base",)  # the interface itself registers nothing
+INTERFACE_MODULES = ("base", "catalog")  # the interface and the torch-free listing of it register nothing
 _state = {"builtin": False, "plugins": False}
 
 
@@ -41,7 +42,13 @@ def load_methods(*, plugins: bool = True) -> None:
     if not _state["builtin"]:
         import_submodules(__name__, skip=INTERFACE_MODULES)
         _state["builtin"] = True
-    if plugins and not _state["plugins"]:
+    if plugins:
+        load_plugins()
+
+
+def load_plugins() -> None:
+    """Import the methods installed through the `oodbench.methods` entry point (once per process)."""
+    if not _state["plugins"]:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 ep.load()

@@ -22,6 +22,7 @@ def _key(**over) -> OutputKey:
         arch="a",
         weights_sha256="w",
         preprocess="p",
+        image_pipeline="tensor",
         precision="fp32",
         suite="s",
         suite_version=1,
@@ -154,3 +155,26 @@ def test_repeated_run_and_a_new_score_reuse_outputs_without_loading_the_model(tm
         ):
             with pytest.raises(AssertionError, match="the model was loaded"):
                 Harness().run(k, e, results_dir=tmp_path / "r")
+
+
+def test_the_image_pipeline_is_part_of_the_output_key(tmp_path, monkeypatch):
+    """Switching --image-pipeline (or $OODBENCH_IMAGE_PIPELINE) never reuses outputs computed on the other one's
+    features; the default and the environment variable resolve to the name they stand for."""
+    from benchmark.config import IMAGE_PIPELINE_ENV
+    from benchmark.errors import OodbenchError
+
+    harness = Harness()
+    resolved = harness.resolve(RunKey(suite="fmnist-ood", backbone="oodbench-tiny-fmnist:demo", method="zero_shot"))
+
+    def digest(**execution) -> str:
+        prepared = harness.prepare(resolved, Execution(device="cpu", cache_dir=tmp_path, **execution))
+        return harness.output_key(resolved, prepared).digest()
+
+    monkeypatch.delenv(IMAGE_PIPELINE_ENV, raising=False)
+    tensor, pil = digest(image_pipeline="tensor"), digest(image_pipeline="pil")
+    assert tensor != pil
+    assert digest() == tensor  # the default pipeline is the tensor one
+    monkeypatch.setenv(IMAGE_PIPELINE_ENV, "pil")
+    assert digest() == pil and digest(image_pipeline="tensor") == tensor  # the option wins over the variable
+    with pytest.raises(OodbenchError, match="Unknown image pipeline 'pillow'"):
+        Execution(image_pipeline="pillow")

@@ -14,6 +14,7 @@ from benchmark.cli.options import (
     CacheOpt,
     DataRootOpt,
     DeviceOpt,
+    ImagePipelineOpt,
     MethodFileOpt,
     ProgressOpt,
     WorkersOpt,
@@ -134,6 +135,7 @@ def reproduce(
     device: DeviceOpt = DEFAULT.device,
     batch_size: BatchOpt = DEFAULT.batch_size,
     num_workers: WorkersOpt = DEFAULT.num_workers,
+    image_pipeline: ImagePipelineOpt = DEFAULT.image_pipeline,
     cache_dir: CacheOpt = None,
     data_root: DataRootOpt = None,
     progress_bars: ProgressOpt = True,
@@ -144,7 +146,12 @@ def reproduce(
 
     load_method_file(method_file)
     exe = Execution(
-        device=device, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, data_root=data_root
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        image_pipeline=image_pipeline,
+        cache_dir=cache_dir,
+        data_root=data_root,
     )
     outcomes = reproduce_file(
         file, execution=exe, tolerance=tolerance, record_dir=record_dir, progress=progress(progress_bars)

@@ -33,7 +33,7 @@ def list_cmd(what: Annotated[str, typer.Argument(help=f"One of: {', '.join(LISTA
         for name, s in SUITES.items():
             table.add_row(name, str(s.version), s.id_test, ", ".join(s.near), ", ".join(s.far))
     elif what == "backbones":
-        from benchmark.backbones import BUNDLED_WEIGHTS, list_backbones
+        from benchmark.backbone_names import BUNDLED_WEIGHTS, list_backbones  # open_clip's table, not open_clip
 
         table.add_column("backbone")
         table.add_column("weights")
@@ -41,23 +41,20 @@ def list_cmd(what: Annotated[str, typer.Argument(help=f"One of: {', '.join(LISTA
             table.add_row(name, "bundled" if name in BUNDLED_WEIGHTS else "open_clip hub (downloaded on first use)")
         table.caption = "or ARCH:/path/to/weights.safetensors for local weights"
     elif what == "methods":
-        from methods import METHODS, load_methods
-        from methods.base import canonical_config
+        from methods.catalog import catalog  # read from the method modules' source: no torch
 
-        load_methods()
         for c in ("method", "protocol", "uses", "defaults", "paper"):
             table.add_column(c, overflow="fold")
-        for name, cls in METHODS.items():
-            uses = ", ".join(sorted(cls.uses)) or "-"
-            defaults = json.dumps(json.loads(canonical_config(cls.Config())))
-            table.add_row(name, cls.protocol, uses, defaults, cls.paper)
+        for name, m in catalog().methods.items():
+            uses = ", ".join(sorted(m.uses)) or "-"
+            defaults = json.dumps(json.loads(m.defaults))
+            table.add_row(name, m.protocol, uses, defaults, m.paper)
     elif what == "scores":
-        from methods import SCORES, load_methods
+        from methods.catalog import catalog
 
-        load_methods()
         for c in ("score", "parameters (defaults)", "reads", "what it is"):
             table.add_column(c, overflow="fold")
-        for name, s in SCORES.items():
+        for name, s in catalog().scores.items():
             params = ", ".join(f"{k}={v}" for k, v in s.defaults.items()) or "-"
             reads = ", ".join(sorted({"logits"} | set(s.requires)))
             table.add_row(name, params, reads, s.description)

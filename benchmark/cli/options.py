@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from benchmark.config import DEFAULT_EXECUTION
+from benchmark.config import DEFAULT_EXECUTION, DEFAULT_IMAGE_PIPELINE, IMAGE_PIPELINE_ENV, IMAGE_PIPELINES
 from benchmark.errors import OodbenchError
 
 console = Console()
@@ -59,7 +59,23 @@ PrecisionOpt = Annotated[
     typer.Option("--precision", help="Encoder precision: fp32, or autocast bf16/fp16 on GPUs (recorded in every row)."),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per encoder batch.")]
-WorkersOpt = Annotated[int, typer.Option("--num-workers", min=0, help="DataLoader worker processes decoding images.")]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--num-workers",
+        min=0,
+        help="Image decoding in parallel: threads of the tensor pipeline (0 means 1), "
+        "DataLoader worker processes of the PIL pipeline (0 decodes in the main process).",
+    ),
+]
+ImagePipelineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--image-pipeline",
+        help=f"How extraction decodes and resizes images: {' or '.join(IMAGE_PIPELINES)} "
+        f"(default: ${IMAGE_PIPELINE_ENV}, else {DEFAULT_IMAGE_PIPELINE}). Part of the feature and output cache keys.",
+    ),
+]
 CacheOpt = Annotated[
     Path | None,
     typer.Option("--cache-dir", help="Feature cache folder (default: $OODBENCH_CACHE or ~/.cache/oodbench)."),

@@ -16,6 +16,7 @@ from benchmark.cli.options import (
     ConfigOpt,
     DataRootOpt,
     DeviceOpt,
+    ImagePipelineOpt,
     MethodFileOpt,
     PrecisionOpt,
     ProgressOpt,
@@ -55,6 +56,7 @@ def demo(
         Path, typer.Option("--results-dir", help="Where the demo's Parquet files go.")
     ] = DEMO_RESULTS,
     device: DeviceOpt = DEFAULT.device,
+    image_pipeline: ImagePipelineOpt = DEFAULT.image_pipeline,
     progress_bars: ProgressOpt = True,
 ) -> None:
     """Zero-shot CLIP and CoOp (16 shots) with every score on the bundled demo suite, and how
@@ -66,7 +68,7 @@ def demo(
 
     start = time.perf_counter()
     harness = Harness(progress=progress(progress_bars))
-    exe = Execution(device=device, cache_dir=cache_dir)
+    exe = Execution(device=device, cache_dir=cache_dir, image_pipeline=image_pipeline)
     console.print(f"[bold]oodbench demo[/bold]: suite fmnist-ood, backbone {DEMO_BACKBONE}")
     zs = harness.run(
         RunKey(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot"), exe, results_dir=results_dir
@@ -109,6 +111,7 @@ def run(
     precision: PrecisionOpt = DEFAULT.precision,
     batch_size: BatchOpt = DEFAULT.batch_size,
     num_workers: WorkersOpt = DEFAULT.num_workers,
+    image_pipeline: ImagePipelineOpt = DEFAULT.image_pipeline,
     cache_dir: CacheOpt = None,
     data_root: DataRootOpt = None,
     save_scores: SaveScoresOpt = DEFAULT.save_scores,
@@ -141,6 +144,7 @@ def run(
         precision=precision,
         batch_size=batch_size,
         num_workers=num_workers,
+        image_pipeline=image_pipeline,
         cache_dir=cache_dir,
         data_root=data_root,
         save_scores=save_scores,
