@@ -72,6 +72,8 @@ class Execution:
     data_root: Path | None = None
     reuse_outputs: bool = True  # False: refit even when this run's outputs are cached (reproduce)
     save_scores: bool = True  # write the per-sample scores sidecar (needed for intervals and curves)
+    save_weights: bool = False  # encoder-tuning methods: ship the tuned weights beside the result file
+    tuned_weights: Path | None = None  # encoder-tuning methods: evaluate these shipped weights instead of fitting
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
