@@ -19,12 +19,13 @@ from benchmark.cli.options import (
     PrecisionOpt,
     ProgressOpt,
     SaveScoresOpt,
+    SaveWeightsOpt,
     ScoresOpt,
     SuiteOpt,
     WorkersOpt,
     console,
     load_method_file,
-    parse_config,
+    parse_config_grid,
     progress,
     split_csv,
 )
@@ -60,10 +61,12 @@ def sweep(
     cache_dir: CacheOpt = None,
     data_root: DataRootOpt = None,
     save_scores: SaveScoresOpt = DEFAULT.save_scores,
+    save_weights: SaveWeightsOpt = DEFAULT.save_weights,
     progress_bars: ProgressOpt = True,
 ) -> None:
     """Run every method x shots x seed (zero-shot once), skip runs already written, print mean ± std over seeds.
-    --config key=value applies to every listed method that has the key."""
+    --config key=value applies to every listed method that has the key; a key repeated with several values
+    (--config alpha=0 --config alpha=0.5) runs each value."""
     from benchmark.report import seed_summary_table
     from benchmark.sweep import run_sweep
 
@@ -86,7 +89,9 @@ def sweep(
         cache_dir=cache_dir,
         data_root=data_root,
         save_scores=save_scores,
+        save_weights=save_weights,
     )
+    single, grid = parse_config_grid(config)
     result = run_sweep(
         suite=suite,
         backbone=backbone,
@@ -94,7 +99,8 @@ def sweep(
         shots=_ints(shots, "--shots"),
         seeds=_ints(seeds, "--seeds"),
         scores=split_csv(scores),
-        config=parse_config(config),
+        config=single,
+        grid=grid,
         results_dir=results_dir,
         execution=exe,
         progress=progress(progress_bars),
