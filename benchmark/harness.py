@@ -773,7 +773,7 @@ class Harness:
         features = self.features(resolved, prepared, cache_hits=cache_hits)
         with measure(prepared.device) as fit_cost:
             method = self.fit(resolved, prepared, features)
-        stages = method.ctx.stage_cache
+        stages = getattr(getattr(method, "ctx", None), "stage_cache", None)
         if stages is not None:
             fit_cost.seconds += stages.reused_seconds
             fit_cost.peak_memory_mb = max(fit_cost.peak_memory_mb, stages.reused_peak_memory_mb)

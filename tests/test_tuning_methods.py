@@ -18,7 +18,14 @@ from benchmark.config import Execution, RunKey
 from benchmark.errors import OodbenchError
 from benchmark.harness import Harness
 from benchmark.reproduce import reproduce_file
-from benchmark.results import INTERVAL_COLUMNS, METRIC_COLUMNS, read_results, registered_suites, validate_file
+from benchmark.results import (
+    INTERVAL_COLUMNS,
+    METRIC_COLUMNS,
+    read_results,
+    registered_suites,
+    result_files,
+    validate_file,
+)
 from benchmark.splitimages import SplitImages
 from benchmark.sweep import plan
 from benchmark.tuned import TunedWeights
@@ -237,6 +244,7 @@ def test_shipped_weights_are_written_validated_and_reproduced(exe, tmp_path):
     shipped = TunedWeights.read(weights)
     assert shipped.kind == "lora" and all("lora_" in k for k in shipped.tensors)
     assert validate_file(result.path, suites=registered_suites()).ok
+    assert result_files(tmp_path) == [result.path]  # the weights (and scores) are sidecars, not entries
     plain = dataclasses.replace(exe, save_weights=False)
     records = tmp_path / "records"
     (out,) = reproduce_file(result.path, execution=plain, record_dir=records, use_shipped_weights=True)
