@@ -79,6 +79,8 @@ class Execution:
     # "tensor" or "pil"; None: $OODBENCH_IMAGE_PIPELINE, else DEFAULT_IMAGE_PIPELINE. Like precision it changes the
     # features (within the tolerance benchmark/imagepipe.py states), so it is part of the feature and output cache keys
     image_pipeline: str | None = None
+    save_weights: bool = False  # encoder-tuning methods: ship the tuned weights beside the result file
+    tuned_weights: Path | None = None  # encoder-tuning methods: evaluate these shipped weights instead of fitting
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -325,6 +325,19 @@ def extract_features(
     return Features(arr, False, final)
 
 
+@torch.no_grad()
+def class_text_embeddings(model, tokenizer, classnames: list[str], templates: list[str], *, device) -> torch.Tensor:
+    """The zero-shot classifier of an open_clip model [C, D] (float32): per class the L2-normalised mean of its
+    L2-normalised prompt embeddings. `text_features` caches it for a frozen backbone; methods that tune the
+    text encoder call it on their tuned model."""
+    rows = []
+    for name in classnames:
+        tokens = tokenizer([t.format(name) for t in templates]).to(device)
+        emb = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1).mean(0)
+        rows.append(torch.nn.functional.normalize(emb, dim=-1))
+    return torch.stack(rows)
+
+
 def text_features(backbone: Backbone, classnames: list[str], templates: list[str], *, cache_dir: Path) -> torch.Tensor:
     """Zero-shot classifier weights [C, D]: per class the normalised mean of its normalised prompt embeddings."""
     blob = json.dumps(
@@ -343,11 +356,7 @@ def text_features(backbone: Backbone, classnames: list[str], templates: list[str
         warnings.warn(
             f"The text-feature cache {path} is unreadable ({problem}); encoding the prompts again.", stacklevel=2
         )
-    rows = []
-    for name in classnames:
-        emb = backbone.encode_text([t.format(name) for t in templates]).mean(0)
-        rows.append(torch.nn.functional.normalize(emb, dim=-1))
-    weights = torch.stack(rows)
+    weights = class_text_embeddings(backbone.model, backbone.tokenizer, classnames, templates, device=backbone.device)
     try:
         save_npy_atomic(path, weights.cpu().numpy())
     except OSError as err:  # the cache is an optimisation: a read-only or full disk only costs time next run

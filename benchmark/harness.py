@@ -4,7 +4,10 @@
               (only those that apply to the method's output); nothing is loaded yet.
 2. `prepare`  -> Prepared: datasets loaded and verified against their pins, the few-shot split drawn,
               the class names read, the backbone's identity known (the model is loaded only if needed).
-3. `fit`      -> a fitted Method: features of the split come from the feature cache.
+3. `fit`      -> a fitted Method: features of the split come from the feature cache. A method that tunes
+              the encoders (`needs={"images"}`) also gets the split as images and a trainable copy of the
+              backbone; afterwards `reencode` encodes the test sets with its tuned model (cached under the
+              sha256 of its tuned weights) and the run reads those features instead of the frozen ones.
 4. `outputs`  -> RunOutputs: every test image goes through `predict` once, in fixed-size batches of a
               seeded interleaving of the ID test set and every OOD set (no dataset boundaries, so a
               method cannot tell them apart by call order), and is reassembled per dataset.
@@ -16,6 +19,7 @@ skips stages 3-4), and writes the per-sample scores sidecar and the result file 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -60,11 +64,14 @@ from benchmark.results import (
     score_column,
     scores_frame,
     scores_path,
+    weights_path,
     write_results,
     write_scores,
 )
+from benchmark.splitimages import SplitImages
 from benchmark.stats import bootstrap_intervals
 from benchmark.suites import SUITES, SuiteSpec
+from benchmark.tuned import StageCache, TunedWeights, trainable_copy, write_weights
 from methods import load_methods
 from methods.base import (
     METHODS,
@@ -78,6 +85,7 @@ from methods.base import (
     config_hash,
     fits_split,
     make_config,
+    tunes_encoders,
 )
 from methods.scores import SCORES, ScoreInput, ScoreSpec, parse_score, score_spec
 
@@ -160,6 +168,16 @@ class RunFeatures:
 
 
 @dataclass
+class Reencoded:
+    """A tuned method's test features, re-encoded with its tuned model, and the weights that made them."""
+
+    features: RunFeatures
+    weights: TunedWeights
+    blob: bytes  # canonical safetensors bytes of `weights`
+    sha256: str
+
+
+@dataclass
 class RunResult:
     rows: pd.DataFrame
     path: Path | None
@@ -167,6 +185,7 @@ class RunResult:
     cache_hits: dict[str, bool]
     seconds: dict[str, float]
     not_applicable: list[str] = field(default_factory=list)
+    weights_path: Path | None = None
 
 
 # ---------------------------------------------------------------- helpers
@@ -373,7 +392,14 @@ class Harness:
         )
 
     def _extract(
-        self, prepared: Prepared, backbone: Backbone, dataset: LoadedDataset, kind: str, cache_hits: dict[str, bool]
+        self,
+        prepared: Prepared,
+        backbone: Backbone,
+        dataset: LoadedDataset,
+        kind: str,
+        cache_hits: dict[str, bool],
+        *,
+        label: str = "",
     ) -> np.ndarray:
         ex = prepared.execution
         f = extract_features(
@@ -387,7 +413,7 @@ class Harness:
             progress=self.progress,
             pipeline=ex.image_pipeline,
         )
-        cache_hits[f"{dataset.spec.name}:{kind}"] = f.cache_hit
+        cache_hits[f"{label}{dataset.spec.name}:{kind}"] = f.cache_hit
         return f.array
 
     def features(
@@ -403,12 +429,15 @@ class Harness:
         kinds = kinds if "local" in cls.needs else kinds[:1]  # views of patch tokens only for methods reading them
         backbone = self.backbone(resolved.key.backbone, prepared.device, prepared.cache_dir)
         sets = [prepared.datasets[n] for n in resolved.test_sets]
-        feats = RunFeatures(
-            test=[self._extract(prepared, backbone, ds, "global", cache_hits) for ds in sets],
-            test_local=[self._extract(prepared, backbone, ds, "local", cache_hits) for ds in sets]
-            if resolved.needs_local
-            else None,
-        )
+        if tunes_encoders(resolved.method_cls):  # its test features come from its tuned model (`reencode`)
+            feats = RunFeatures(test=[])
+        else:
+            feats = RunFeatures(
+                test=[self._extract(prepared, backbone, ds, "global", cache_hits) for ds in sets],
+                test_local=[self._extract(prepared, backbone, ds, "local", cache_hits) for ds in sets]
+                if resolved.needs_local
+                else None,
+            )
         if split is not None:
             pool = prepared.datasets[resolved.suite.pool]
             feats.pool = self._extract(prepared, backbone, pool, "global", cache_hits)
@@ -424,11 +453,14 @@ class Harness:
     # -- stage 3
 
     def build_method(self, resolved: Resolved, prepared: Prepared) -> Method:
-        """The method with its context: the backbone, class names, zero-shot classifier, device and seeded generator."""
+        """The method with its context: the backbone, class names, zero-shot classifier, device and seeded
+        generator; a method that tunes the encoders gets a trainable deep copy of the backbone (the shared one
+        stays frozen and untouched for the other runs of this Harness) and the stage cache."""
         device, cache_dir = prepared.device, prepared.cache_dir
         backbone = self.backbone(resolved.key.backbone, device, cache_dir)
         generator = seed_everything(resolved.key.seed)
         classnames = prepared.classnames
+        templates = resolved.suite.prompt_templates()
 
         def classifier(templates: list[str]) -> torch.Tensor:
             return text_features(backbone, classnames, templates, cache_dir=cache_dir)
@@ -436,11 +468,15 @@ class Harness:
         context = MethodContext(
             backbone=backbone,
             classnames=classnames,
-            text_features=classifier(resolved.suite.prompt_templates()),
+            text_features=classifier(templates),
             device=device,
             generator=generator,
             text_classifier=classifier,
+            templates=list(templates),
         )
+        if tunes_encoders(resolved.method_cls):
+            context.backbone = replace(backbone, model=trainable_copy(backbone.model, device))
+            context.stage_cache = self.stage_cache(resolved, prepared)
         try:
             return resolved.method_cls(config=resolved.config, context=context)
         except OodbenchError:
@@ -470,17 +506,40 @@ class Harness:
                 else torch.from_numpy(np.ascontiguousarray(local_views.swapaxes(0, 1))),
             )
 
+        images = None
+        if tunes_encoders(resolved.method_cls):  # the split's images only: a dataset of exactly those images
+            pool = prepared.datasets[resolved.suite.pool]
+            images = SplitImages(
+                pool.subset(split.train, tag=split.sha256[:16]), threads=prepared.execution.num_workers
+            )
         return FitData(
             train=batch(split.train, features.views, features.local_views),
             labels=labels[split.train],
             val=batch(split.val),
             val_labels=labels[split.val],
             shots=split.shots,
+            images=images,
         )
 
     def fit(self, resolved: Resolved, prepared: Prepared, features: RunFeatures) -> Method:
-        """Build the method and, for few-shot methods, fit it on the split's cached features."""
+        """Build the method and, for few-shot methods, fit it on the split's cached features (and images). With
+        `Execution.tuned_weights` an encoder-tuning method loads those shipped weights instead of fitting."""
         method = self.build_method(resolved, prepared)
+        shipped = prepared.execution.tuned_weights
+        if shipped is not None:
+            if not tunes_encoders(resolved.method_cls):
+                raise OodbenchError(
+                    f"Method {resolved.key.method!r} does not tune the encoders, so it has no tuned weights to "
+                    f"evaluate; drop --weights."
+                )
+            weights = TunedWeights.read(shipped)
+            try:
+                method.load_tuned_weights(weights)
+            except OodbenchError:
+                raise
+            except Exception as err:
+                raise user_code_error(f"Method {resolved.key.method!r} load_tuned_weights", err) from err
+            return method
         data = self.fit_data(resolved, prepared, features)
         if data is not None:
             try:
@@ -491,6 +550,63 @@ class Harness:
             except Exception as err:
                 raise user_code_error(f"Method {resolved.key.method!r} fit", err) from err
         return method
+
+    def stage_cache(self, resolved: Resolved, prepared: Prepared) -> StageCache:
+        """The cache of fitted stages shared by runs (WiSE-FT's fine-tuning for every alpha), keyed by what makes
+        a stage's result besides the method's own settings: backbone, split, seed, device kind and code."""
+        ident, split = prepared.identity, prepared.split
+        return StageCache(
+            prepared.cache_dir,
+            {
+                "arch": ident.arch,
+                "weights_sha256": ident.weights_sha256,
+                "suite": resolved.suite.name,
+                "pool": prepared.datasets[resolved.suite.pool].list_sha256,
+                "fewshot_hash": split.sha256 if split else "",
+                "seed": resolved.key.seed,
+                "device": prepared.device.type,
+                "code": code_fingerprint(*_outside_files(resolved.method_cls)),
+            },
+        )
+
+    def reencode(
+        self, resolved: Resolved, prepared: Prepared, method: Method, *, cache_hits: dict[str, bool] | None = None
+    ) -> Reencoded:
+        """Encode every test set with the tuned model of an encoder-tuning method. The features are cached under
+        the sha256 of its tuned weights (with the backbone's), so a repeated fit reads them back and a different
+        fit never reads another's."""
+        cache_hits = {} if cache_hits is None else cache_hits
+        name = resolved.key.method
+        try:
+            weights = method.tuned_weights()
+            model = method.tuned_model()
+        except OodbenchError:
+            raise
+        except Exception as err:
+            raise user_code_error(f"Method {name!r} tuned_weights/tuned_model", err) from err
+        if not isinstance(weights, TunedWeights) or not isinstance(model, torch.nn.Module):
+            raise OodbenchError(
+                f"Method {name!r} must return benchmark.tuned.TunedWeights from tuned_weights() and a torch module "
+                f"from tuned_model(); got {type(weights).__name__} and {type(model).__name__}."
+            )
+        blob = weights.to_bytes()
+        sha = hashlib.sha256(blob).hexdigest()
+        frozen = self.backbone(resolved.key.backbone, prepared.device, prepared.cache_dir)
+        tuned = replace(
+            frozen,
+            name=f"{frozen.name}+tuned",
+            model=model.eval(),
+            weights_sha256=f"{frozen.weights_sha256}+tuned:{sha}",
+            weights_path=None,
+        )
+        sets = [prepared.datasets[n] for n in resolved.test_sets]
+        features = RunFeatures(
+            test=[self._extract(prepared, tuned, ds, "global", cache_hits, label="tuned:") for ds in sets],
+            test_local=[self._extract(prepared, tuned, ds, "local", cache_hits, label="tuned:") for ds in sets]
+            if resolved.needs_local
+            else None,
+        )
+        return Reencoded(features=features, weights=weights, blob=blob, sha256=sha)
 
     # -- stage 4
 
@@ -658,21 +774,37 @@ class Harness:
             fewshot_hash=prepared.split.sha256 if prepared.split else "",
             stream=f"{resolved.key.seed}/{STREAM_BATCH}",
             code=code_fingerprint(*_outside_files(resolved.method_cls)),
+            weights=sha256_file(prepared.execution.tuned_weights) if prepared.execution.tuned_weights else "",
         )
 
-    def compute(self, resolved: Resolved, prepared: Prepared, cache_hits: dict[str, bool]) -> RunOutputs:
-        """The features, then stages 3 and 4 with their cost measured (the shared frozen features excluded)."""
+    def compute(
+        self, resolved: Resolved, prepared: Prepared, cache_hits: dict[str, bool]
+    ) -> tuple[RunOutputs, Reencoded | None]:
+        """The features, then stages 3 and 4 with their cost measured (the shared frozen features excluded). For
+        a method that tunes the encoders, re-encoding the test sets with its tuned model is part of predict's
+        cost, and a fitted stage it reused from the stage cache counts with what it cost when it was computed."""
         features = self.features(resolved, prepared, cache_hits=cache_hits)
         with measure(prepared.device) as fit_cost:
             method = self.fit(resolved, prepared, features)
+        stages = getattr(getattr(method, "ctx", None), "stage_cache", None)
+        if stages is not None:
+            fit_cost.seconds += stages.reused_seconds
+            fit_cost.peak_memory_mb = max(fit_cost.peak_memory_mb, stages.reused_peak_memory_mb)
+            cache_hits.update({f"stage:{k}": v for k, v in stages.hits.items()})
+        reencoded = None
         with measure(prepared.device) as predict_cost:
+            if tunes_encoders(resolved.method_cls):
+                reencoded = self.reencode(resolved, prepared, method, cache_hits=cache_hits)
+                features = reencoded.features
             outputs = self.outputs(resolved, prepared, method, features)
-        return replace(
+        outputs = replace(
             outputs,
             fit_seconds=fit_cost.seconds,
             predict_seconds=predict_cost.seconds,
             peak_memory_mb=max(fit_cost.peak_memory_mb, predict_cost.peak_memory_mb),
+            tuned_weights_sha256=reencoded.sha256 if reencoded else "",
         )
+        return outputs, reencoded
 
     def run(
         self, key: RunKey, execution: Execution, *, out: Path | None = None, results_dir: Path | None = None
@@ -695,11 +827,15 @@ class Harness:
         output_key = self.output_key(resolved, prepared)
         cache = OutputCache(prepared.cache_dir)
         local = [local_key(s) for s in resolved.local_scores]
-        outputs = cache.load(output_key, datasets=resolved.test_sets, local=local) if execution.reuse_outputs else None
+        ship = execution.save_weights and tunes_encoders(resolved.method_cls)
+        # shipping weights needs them in hand: refit (the tuned features still come from their cache)
+        reuse = execution.reuse_outputs and not ship
+        outputs = cache.load(output_key, datasets=resolved.test_sets, local=local) if reuse else None
         cache_hits: dict[str, bool] = {"outputs": outputs is not None}
+        reencoded = None
         if outputs is None:
             t = time.perf_counter()
-            outputs = self.compute(resolved, prepared, cache_hits)
+            outputs, reencoded = self.compute(resolved, prepared, cache_hits)
             seconds["fit"], seconds["predict"] = outputs.fit_seconds, outputs.predict_seconds
             seconds["compute"] = time.perf_counter() - t
             if is_main_process():
@@ -708,9 +844,12 @@ class Harness:
         t = time.perf_counter()
         rows, per_sample = self.rows(resolved, prepared, outputs, run_id=run_id)
         seconds["score"] = time.perf_counter() - t
-        path = side = None
+        path = side = shipped = None
         if is_main_process():  # under torchrun every rank computes the same rows; rank 0 writes them
-            rows, path, side = write_run(rows, per_sample, out, save_scores=execution.save_scores)
+            blob = reencoded.blob if ship and reencoded is not None else None
+            rows, path, side, shipped = write_run(
+                rows, per_sample, out, save_scores=execution.save_scores, weights_blob=blob
+            )
         seconds["total"] = time.perf_counter() - t0
         return RunResult(
             rows=rows,
@@ -719,6 +858,7 @@ class Harness:
             cache_hits=cache_hits,
             seconds=seconds,
             not_applicable=resolved.not_applicable,
+            weights_path=shipped,
         )
 
 
@@ -729,19 +869,23 @@ def result_path(results_dir: Path, resolved: Resolved, run_id: str) -> Path:
 
 
 def write_run(
-    rows: pd.DataFrame, per_sample: pd.DataFrame, out: Path, *, save_scores: bool
-) -> tuple[pd.DataFrame, Path, Path | None]:
-    """The sidecar first (its sha256 goes into the rows), then the result file; if the result file cannot be
-    written the sidecar is removed again, so nothing half-written is left. Returns the rows as written."""
-    side = None
-    if save_scores:
-        side = write_scores(per_sample, scores_path(out))
-        rows = rows.assign(scores_sha256=sha256_file(side))
+    rows: pd.DataFrame, per_sample: pd.DataFrame, out: Path, *, save_scores: bool, weights_blob: bytes | None = None
+) -> tuple[pd.DataFrame, Path, Path | None, Path | None]:
+    """The sidecars first (the scores' sha256 goes into the rows; the tuned weights' is there already), then the
+    result file; if the result file cannot be written the sidecars are removed again, so nothing half-written is
+    left. Returns the rows as written and the paths of the result file, scores and weights."""
+    side = shipped = None
     try:
-        return rows, write_results(rows, out), side
+        if weights_blob is not None:
+            shipped = write_weights(weights_path(out), weights_blob)
+        if save_scores:
+            side = write_scores(per_sample, scores_path(out))
+            rows = rows.assign(scores_sha256=sha256_file(side))
+        return rows, write_results(rows, out), side, shipped
     except BaseException:
-        if side is not None:
-            side.unlink(missing_ok=True)
+        for p in (side, shipped):
+            if p is not None:
+                p.unlink(missing_ok=True)
         raise
 
 

@@ -59,6 +59,7 @@ class OutputKey:
     fewshot_hash: str
     stream: str  # "<seed>/<batch size>" of the interleaved test stream
     code: str  # code_fingerprint()
+    weights: str = ""  # sha256 of shipped tuned weights evaluated instead of fitting; "" when the method was fitted
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()

@@ -68,16 +68,35 @@ def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> TextT
     return table
 
 
+def method_labels(rows: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(method, config_hash) -> the method's name, followed by the config values that tell its configs in
+    `rows` apart (`wise_ft alpha=0.5`) when the rows hold more than one config of it."""
+    import json
+
+    pairs = rows[["method", "config_hash", "method_config"]].drop_duplicates(["method", "config_hash"])
+    out = {}
+    for method, g in pairs.groupby("method", sort=False):
+        configs = {h: json.loads(c) for h, c in zip(g["config_hash"], g["method_config"], strict=True)}
+        keys = sorted({k for c in configs.values() for k in c})
+        differ = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
+        for h, c in configs.items():
+            extra = " ".join(f"{k}={json.dumps(c.get(k))}" for k in differ)
+            out[(method, h)] = f"{method} {extra}" if extra else str(method)
+    return out
+
+
 def seed_summary_table(rows: pd.DataFrame, *, title: str | None = None) -> TextTable:
-    """Mean +- std over seeds for each (method, config, shots, score)."""
+    """Mean +- std over seeds for each (method, config, shots, score); a method swept over a config key (WiSE-FT's
+    alpha) shows the values that tell its configs apart."""
     keys = ["backbone", "method", "config_hash", "shots", "score_label"]
+    labels = method_labels(rows)
     per_seed = group_means(labelled(rows), keys + ["seed"])
     table = TextTable(title=title, caption="mean ± std over seeds, in %")
     for col in ("method", "shots", "score", "seeds", "ID acc", "near FPR95", "near AUROC", "far FPR95", "far AUROC"):
         table.add_column(col, justify="left" if col in ("method", "score") else "right")
     for key, g in per_seed.groupby(keys, sort=True):
-        _, method, _, shots, score = key
-        cells = [method, str(shots), score, str(len(g))]
+        _, method, config, shots, score = key
+        cells = [labels.get((method, config), method), str(shots), score, str(len(g))]
         for c in ("id_acc", "near_fpr95", "near_auroc", "far_fpr95", "far_auroc"):
             sd = g[c].std(ddof=0) if len(g) > 1 else 0.0
             cells.append(f"{100 * g[c].mean():.1f} ± {100 * sd:.1f}")

@@ -8,6 +8,10 @@ and writes `<record_dir>/<run_id>.json` atomically. Differences in code or data 
 (oodbench version, git commit, weights, dataset and few-shot hashes, config hash) are warnings: they
 explain a mismatch but do not by themselves fail a reproduction. The leaderboard marks a run
 verified only when its record says so and names the sha256 of the very file it checked.
+
+An entry of a method that tunes the encoders is refitted by default. With `weights` (a file, or the
+`<entry>.weights.safetensors` shipped beside it) the re-run evaluates those weights instead of training:
+their sha256 must equal the rows' `tuned_weights_sha256`, and the record says which way it was checked.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
 from benchmark.progress import Progress
 from benchmark.records import RECORD_FORMAT, write_record
-from benchmark.results import COUNT_COLUMNS, METRIC_COLUMNS, registered_suites, validate_file
+from benchmark.results import COUNT_COLUMNS, METRIC_COLUMNS, registered_suites, validate_file, weights_path
 from methods.scores import spec_from_row
 
 ROW_KEY = ("score", "score_config", "ood_dataset")
@@ -39,6 +43,7 @@ WARN_IF_DIFFERENT = (
     "config_hash",
     "id_dataset",
     "ood_group",
+    "tuned_weights_sha256",
 )
 
 
@@ -71,10 +76,35 @@ def run_key_from_rows(rows: pd.DataFrame) -> RunKey:
     return replace(RunKey.from_rows(first), scores=scores)
 
 
-def execution_for(rows: pd.DataFrame, execution: Execution) -> Execution:
-    """How to re-run: the reviewer's machine settings with the entry's precision, never from the output cache."""
+def execution_for(rows: pd.DataFrame, execution: Execution, *, weights: Path | None = None) -> Execution:
+    """How to re-run: the reviewer's machine settings with the entry's precision, never from the output cache,
+    writing nothing beside the re-run but its result; `weights` are evaluated instead of fitting."""
     precision = str(rows.iloc[0].get("precision") or DEFAULT_EXECUTION.precision)
-    return replace(execution, precision=precision, reuse_outputs=False)
+    return replace(execution, precision=precision, reuse_outputs=False, save_weights=False, tuned_weights=weights)
+
+
+def shipped_weights(path: Path, rows: pd.DataFrame, weights: Path | None) -> Path:
+    """The weights file to evaluate for entry `path` (`weights`, or the one shipped beside it), checked
+    against the rows' tuned_weights_sha256."""
+    expected = str(rows.iloc[0].get("tuned_weights_sha256") or "")
+    if not expected:
+        raise OodbenchError(
+            f"{path.name} names no tuned_weights_sha256: its method does not tune the encoders, or it was written "
+            f"before weights were recorded. Reproduce it by refitting (drop --weights/--shipped-weights)."
+        )
+    file = Path(weights) if weights is not None else weights_path(path)
+    if not file.is_file():
+        raise OodbenchError(
+            f"No weights file {file}; an entry ships its tuned weights as {weights_path(path).name} beside it "
+            f"(`oodbench run --save-weights`), or pass --weights FILE."
+        )
+    digest = sha256_file(file)
+    if digest != expected:
+        raise OodbenchError(
+            f"{file.name} has sha256 {digest}, but the entry's tuned_weights_sha256 is {expected}: these are not "
+            f"the weights the entry was measured with."
+        )
+    return file
 
 
 def compare_rows(entry: pd.DataFrame, reproduced: pd.DataFrame, *, tolerance: float) -> tuple[list[dict], float, int]:
@@ -143,8 +173,12 @@ def reproduce_file(
     tolerance: float = DEFAULT_TOLERANCE,
     record_dir: Path = DEFAULT_RECORD_DIR,
     progress: Progress | None = None,
+    weights: Path | None = None,
+    use_shipped_weights: bool = False,
 ) -> list[Reproduction]:
-    """Re-run every run in the result file `path`, compare, and write one verification record per run."""
+    """Re-run every run in the result file `path`, compare, and write one verification record per run. An
+    encoder-tuning entry is refitted, unless `weights` is given or `use_shipped_weights` (the file beside the
+    entry) is set: then those weights are evaluated, after their sha256 is checked against the entry's."""
     from benchmark.harness import Harness
 
     if not (0 <= tolerance < 1):
@@ -163,9 +197,12 @@ def reproduce_file(
     harness = Harness(progress=progress)
     out: list[Reproduction] = []
     for run_id, rows in check.rows.groupby("run_id", sort=False):
+        file = shipped_weights(path, rows, weights) if weights is not None or use_shipped_weights else None
         with tempfile.TemporaryDirectory(prefix="oodbench-reproduce-") as tmp:
             result = harness.run(
-                run_key_from_rows(rows), execution_for(rows, execution), out=Path(tmp) / "reproduced.parquet"
+                run_key_from_rows(rows),
+                execution_for(rows, execution, weights=file),
+                out=Path(tmp) / "reproduced.parquet",
             )
         again = result.rows
         mismatches, max_diff, compared = compare_rows(rows, again, tolerance=tolerance)
@@ -184,6 +221,11 @@ def reproduce_file(
             "mismatches": mismatches,
             "warnings": warnings,
             "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "weights": (
+                {"mode": "shipped", "file": file.name, "sha256": sha256_file(file)}
+                if file is not None
+                else {"mode": "refit" if str(rows.iloc[0].get("tuned_weights_sha256") or "") else "none"}
+            ),
             "reproduced": {
                 "run_id": str(r["run_id"]),
                 "oodbench_version": str(r["oodbench_version"]),

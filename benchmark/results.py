@@ -34,6 +34,7 @@ SCHEMA_VERSION = 2
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")  # run ids name files (verification records)
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 SCORES_SUFFIX = ".scores.parquet"
+WEIGHTS_SUFFIX = ".weights.safetensors"  # tuned encoder weights (or a LoRA delta) an entry may ship
 
 
 def col(group: str, *, since: int = 1, optional: bool = False, doc: str = "") -> Any:
@@ -189,6 +190,13 @@ def scores_path(result_path: Path) -> Path:
     """The per-sample scores sidecar of a result file: `<name>.scores.parquet` beside it."""
     result_path = Path(result_path)
     return result_path.with_name(result_path.name.removesuffix(".parquet") + SCORES_SUFFIX)
+
+
+def weights_path(result_path: Path) -> Path:
+    """The tuned weights an entry of an encoder-tuning method may ship: `<name>.weights.safetensors` beside it
+    (its sha256 is the rows' `tuned_weights_sha256`)."""
+    result_path = Path(result_path)
+    return result_path.with_name(result_path.name.removesuffix(".parquet") + WEIGHTS_SUFFIX)
 
 
 def to_table(rows: pd.DataFrame) -> pa.Table:
@@ -521,9 +529,22 @@ def sidecar_problems(path: Path, rows: pd.DataFrame) -> list[str]:
     return problems
 
 
+def weights_problems(path: Path, rows: pd.DataFrame) -> list[str]:
+    """Do shipped tuned weights beside result file `path` (optional) match the rows' `tuned_weights_sha256`?"""
+    shipped = weights_path(path)
+    if not shipped.exists():
+        return []
+    expected = {v for v in rows.get("tuned_weights_sha256", pd.Series(dtype=object)) if isinstance(v, str) and v}
+    if not expected:
+        return [f"{shipped.name} lies beside the result file, but its rows name no tuned_weights_sha256"]
+    if sha256_file(shipped) not in expected:
+        return [f"{shipped.name} does not match tuned_weights_sha256 in the rows (it was changed or replaced)"]
+    return []
+
+
 def validate_file(path: Path, *, suites: Mapping[str, SuiteSpec] | None = None) -> Validation:
-    """Read and validate one result file (and its scores sidecar when the rows name one); never raises for
-    a bad file (its problems say what is wrong)."""
+    """Read and validate one result file (and its scores sidecar when the rows name one, and its shipped
+    tuned weights when they lie beside it); never raises for a bad file (its problems say what is wrong)."""
     try:
         df = read_results(path)
     except OodbenchError as err:
@@ -531,5 +552,5 @@ def validate_file(path: Path, *, suites: Mapping[str, SuiteSpec] | None = None) 
     notes: list[str] = []
     problems = validate_frame(df, suites=suites, notes=notes)
     if not problems and schema_version_of(df) >= 2:
-        problems = sidecar_problems(Path(path), df)
+        problems = sidecar_problems(Path(path), df) + weights_problems(Path(path), df)
     return Validation(Path(path), problems, df, notes)

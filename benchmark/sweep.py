@@ -6,13 +6,16 @@ All runs go through one Harness, so datasets, the backbone and cached features l
 whose file already exists under the results folder (same suite, backbone, method, config hash,
 shots and seed: `results.run_stem`) is skipped, so an interrupted sweep continues where it stopped
 and a finished one costs nothing to re-run. Methods that do not train on a split run once per seed
-with shots 0; zero-shot ones (which do not depend on the seed) once, with the first seed.
+with shots 0; zero-shot ones (which do not depend on the seed) once, with the first seed. A config key
+may take several values (`grid`, from a repeated `--config alpha=0 --config alpha=0.5`): every method that
+has the key then runs once per value (per combination, for several such keys).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,10 +70,12 @@ def plan(
     seeds: list[int],
     scores: list[str] | None = None,
     config: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
     harness: Harness | None = None,
 ) -> list[PlannedRun]:
     """The runs of a sweep, in order; every name and number is checked before any work. `config` overrides
-    apply to every method that has the key (a key no listed method has is an error)."""
+    apply to every method that has the key (a key no listed method has is an error); `grid` gives several
+    values of a key, and each method that has it runs once per value (per combination of several keys)."""
     from methods import METHODS, load_methods
     from methods.base import config_fields
 
@@ -89,8 +94,15 @@ def plan(
     if len(set(methods)) != len(methods):
         raise OodbenchError(f"--methods lists a method twice: {methods}.")
     config = dict(config or {})
+    grid = {k: list(v) for k, v in (grid or {}).items()}
+    empty = sorted(k for k, v in grid.items() if not v)
+    if empty:
+        raise OodbenchError(f"--config key(s) {empty} were given no value; pass key=value for each value to sweep.")
+    both = sorted(set(config) & set(grid))
+    if both:
+        raise OodbenchError(f"--config key(s) {both} are given both one value and several; give each key one way.")
     keys_of = {name: set(config_fields(METHODS.get(name).Config)) for name in methods}
-    unused = sorted(set(config) - set().union(*keys_of.values()))
+    unused = sorted((set(config) | set(grid)) - set().union(*keys_of.values()))
     if unused:
         raise OodbenchError(f"--config key(s) {unused} belong to none of the methods {methods}.")
     runs = []
@@ -103,18 +115,21 @@ def plan(
             if protocol == TEST_TIME
             else [(0, seeds[0])]
         )
-        overrides = {k: v for k, v in config.items() if k in keys_of[name]}
-        for k, s in combos:
-            key = RunKey(
-                suite=suite,
-                backbone=backbone,
-                method=name,
-                config=overrides,
-                scores=tuple(scores or ()),
-                shots=k,
-                seed=s,
-            )
-            runs.append(PlannedRun(key=key, stem=harness.resolve(key).stem()))
+        fixed = {k: v for k, v in config.items() if k in keys_of[name]}
+        swept = {k: v for k, v in grid.items() if k in keys_of[name]}
+        for values in itertools.product(*swept.values()):
+            overrides = {**fixed, **dict(zip(swept, values, strict=True))}
+            for k, s in combos:
+                key = RunKey(
+                    suite=suite,
+                    backbone=backbone,
+                    method=name,
+                    config=overrides,
+                    scores=tuple(scores or ()),
+                    shots=k,
+                    seed=s,
+                )
+                runs.append(PlannedRun(key=key, stem=harness.resolve(key).stem()))
     return runs
 
 
@@ -127,6 +142,7 @@ def run_sweep(
     seeds: list[int],
     scores: list[str] | None = None,
     config: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
     results_dir: Path,
     execution: Execution,
     progress: Progress | None = None,
@@ -142,6 +158,7 @@ def run_sweep(
         seeds=seeds,
         scores=scores,
         config=config,
+        grid=grid,
         harness=harness,
     )
     results_dir = Path(results_dir)

@@ -11,7 +11,9 @@ Lifecycle of one run:
    seeded torch.Generator.
 2. `fit(data)` (few-shot methods only): `data` holds features of the few-shot split and, separately,
    of a validation part of the pool for any hyperparameter choice. Nothing of the ID test split or
-   of any OOD set ever reaches `fit`.
+   of any OOD set ever reaches `fit`. A method that tunes the encoders (`needs={"images"}`, a subclass of
+   `EncoderTuner`) also gets the split as images (`data.images`) and a trainable copy of the backbone
+   in its context; after `fit` the harness re-encodes the test sets with `tuned_model()`.
 3. `predict(batch)`: called on fixed-size batches of a seeded interleaving of every test image (ID
    test and all OOD sets mixed, no dataset boundaries); returns a MethodOutput every score reads.
    A test-time method may update its state from call to call; the others must not.
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     import torch
 
     from benchmark.backbones import Backbone
+    from benchmark.splitimages import SplitImages
+    from benchmark.tuned import StageCache, TunedWeights
 
 NEEDS = ("local", "views", "images")  # extra inputs a method may declare
 FAMILIES = ("imagenet", "cub200", "stanford-cars", "food101", "oxford-pets", "demo")
@@ -74,19 +78,26 @@ class FeatureBatch:
 
 @dataclass(frozen=True)
 class FitData:
-    """The few-shot split (`train`, `labels`) and a disjoint validation part of the pool."""
+    """The few-shot split (`train`, `labels`) and a disjoint validation part of the pool. For methods that
+    tune the encoders, `images` is the same split as images (benchmark.splitimages.SplitImages: seeded,
+    reshuffled batches of the size and augmentation the method asks for); None for the others."""
 
     train: FeatureBatch
     labels: torch.Tensor
     val: FeatureBatch
     val_labels: torch.Tensor
     shots: int
+    images: SplitImages | None = None
 
 
 @dataclass
 class MethodContext:
     """What the harness hands a method. `text_classifier(templates)` is the zero-shot classifier [C, D]
-    (L2-normalised prompt-ensemble means) for another template set, from the text-feature cache."""
+    (L2-normalised prompt-ensemble means) for another template set, from the text-feature cache.
+
+    For a method that tunes the encoders, `backbone` is a trainable deep copy (fp32 weights on the device;
+    the shared frozen backbone is never handed out), `text_features` and `text_classifier` still come from
+    the frozen one, and `stage_cache` keeps the tensors of fitted stages that several runs share."""
 
     backbone: Backbone
     classnames: list[str]
@@ -94,6 +105,8 @@ class MethodContext:
     device: torch.device
     generator: torch.Generator  # seeded by the harness from the run's seed
     text_classifier: Callable[[list[str]], torch.Tensor]
+    templates: list[str] = field(default_factory=list)  # the suite's prompt templates (text_features' prompts)
+    stage_cache: StageCache | None = None
 
 
 def param(
@@ -136,9 +149,36 @@ class Method(ABC):
         """Class logits for a batch of test features (runs under torch.inference_mode)."""
 
 
+class EncoderTuner(Method):
+    """A method that tunes the encoders. `fit` trains `self.ctx.backbone.model` (a trainable copy) on
+    `data.images`; afterwards the harness re-encodes every test set with `tuned_model()`, caches those
+    features under the sha256 of `tuned_weights().to_bytes()`, and hands `predict` the tuned features.
+    `load_tuned_weights` makes the method what `fit` would have made it, from an entry's shipped weights."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"images"})
+
+    @abstractmethod
+    def tuned_model(self) -> torch.nn.Module:
+        """The tuned open_clip model (plain parameter names, adapters merged) the test sets are encoded with."""
+
+    @abstractmethod
+    def tuned_weights(self) -> TunedWeights:
+        """What an entry ships to reproduce this fit without training (the trained tensors or a LoRA delta);
+        the same fit gives the same tensors, so the same bytes and sha256."""
+
+    @abstractmethod
+    def load_tuned_weights(self, weights: TunedWeights) -> None:
+        """Become the fitted method from `weights` (as `tuned_weights()` returned them), without fitting."""
+
+
 def fits_split(method: type[Method]) -> bool:
     """True for methods that train on a few-shot split (they run with shots >= 1)."""
     return method.protocol == FEW_SHOT
+
+
+def tunes_encoders(method: type[Method]) -> bool:
+    """True for methods that train the encoders on images (their test features are re-encoded after fit)."""
+    return "images" in method.needs
 
 
 def check_declaration(name: str, method: type[Method]) -> None:
@@ -156,6 +196,13 @@ def check_declaration(name: str, method: type[Method]) -> None:
         problems.append(f"needs may hold {NEEDS}, not {sorted(set(method.needs) - set(NEEDS))}")
     if not method.paper:
         problems.append("paper must cite the method's paper")
+    if "images" in set(method.needs):
+        if not issubclass(method, EncoderTuner):
+            problems.append('a method that needs "images" must subclass methods.base.EncoderTuner')
+        if method.protocol != FEW_SHOT:
+            problems.append('a method that needs "images" trains on the few-shot split: protocol must be few-shot')
+    elif issubclass(method, EncoderTuner):
+        problems.append('an EncoderTuner must declare needs={"images", ...}')
     unknown = set(method.family_defaults) - set(FAMILIES)
     if unknown:
         problems.append(f"family_defaults keys must be suite families {FAMILIES}, not {sorted(unknown)}")

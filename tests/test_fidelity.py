@@ -21,7 +21,9 @@ import methods
 from benchmark.suites import SUITES
 from methods import METHODS, SCORES
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "fidelity.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOC = DOCS / "fidelity.md"
+MORE_DOCS = (DOCS / "fidelity-tuning.md",)  # further method sections in the same format (encoder-tuning methods)
 HEADER = ("setting", "ours", "reference", "source", "status")
 FAMILIES = ("imagenet", "cub200", "stanford-cars", "food101", "oxford-pets", "demo")
 SHARED_SECTIONS = ("Augmentation", "Prompts and class names", "Suites")
@@ -123,7 +125,14 @@ def same_value(a: object, b: object) -> bool:
 
 @pytest.fixture(scope="module")
 def doc() -> dict[tuple[str, str], Section]:
-    return parse(DOC.read_text(encoding="utf-8"))
+    sections = parse(DOC.read_text(encoding="utf-8"))
+    for path in MORE_DOCS:
+        more = parse(path.read_text(encoding="utf-8"))
+        twice = sorted(set(sections) & set(more))
+        if twice:
+            raise ValueError(f"{path.name} repeats sections of {DOC.name}: {twice}")
+        sections.update(more)
+    return sections
 
 
 methods.load_methods()

@@ -1,6 +1,7 @@
 """Contract tests over the whole METHODS and SCORES registries: every registered method and score gets
 the same checks. Methods run on tiny synthetic features and a tiny randomly initialised open_clip model
-(the prompt learners need its text tower), so the whole file takes seconds."""
+(the prompt learners need its text tower), so the whole file takes seconds. Methods that tune the encoders
+(needs={"images"}) also get the split as tiny synthetic images and a trainable copy of that model."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import open_clip
 import pytest
 import torch
 from open_clip.tokenizer import SimpleTokenizer
+from PIL import Image
 
 from benchmark.backbones import Backbone
 from benchmark.errors import OodbenchError
+from benchmark.splitimages import SplitImages
+from benchmark.tuned import TunedWeights, trainable_copy
 from methods import METHODS, SCORES, load_methods
 from methods.base import (
     FeatureBatch,
@@ -25,6 +29,7 @@ from methods.base import (
     canonical_config,
     fits_split,
     make_config,
+    tunes_encoders,
 )
 from methods.scores import ScoreInput, score_spec
 
@@ -65,15 +70,51 @@ def classifier(templates: list[str]) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
 
 
-def context(seed: int = 1) -> MethodContext:
+TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
+TUNERS = [n for n in METHODS.names() if tunes_encoders(METHODS.get(n))]
+
+
+def context(seed: int = 1, *, tuner: bool = False) -> MethodContext:
+    """The harness's context; an encoder-tuning method gets a fresh trainable copy of the backbone."""
+    backbone = (
+        dataclasses.replace(BACKBONE, model=trainable_copy(BACKBONE.model, torch.device("cpu"))) if tuner else BACKBONE
+    )
     return MethodContext(
-        backbone=BACKBONE,
+        backbone=backbone,
         classnames=CLASSNAMES,
         text_features=TEXT,
         device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(seed),
         text_classifier=classifier,
+        templates=TEMPLATES,
     )
+
+
+class ToyImages:
+    """A dataset-like list of 14x14 RGB images (what SplitImages reads: len, labels, get_image). Class c lights
+    up one quadrant (c = 0, 1, 2), plus noise."""
+
+    def __init__(self, labels: torch.Tensor, seed: int = 0) -> None:
+        self.labels = labels.numpy()
+        rng = np.random.default_rng(seed)
+        self.pixels = rng.integers(0, 60, size=(len(labels), 14, 14, 3), dtype=np.uint8)
+        for i, c in enumerate(self.labels):
+            r, col = divmod(int(c), 2)
+            self.pixels[i, r * 7 : r * 7 + 7, col * 7 : col * 7 + 7] += 180
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get_image(self, i: int) -> Image.Image:
+        return Image.fromarray(self.pixels[i])
+
+
+def plain(images: list) -> torch.Tensor:
+    """Images as the eval transform of the tiny backbone gives them (no resize needed: 14x14), normalised."""
+    from methods.shared.augment import backbone_transform
+
+    transform = backbone_transform("none", BACKBONE)
+    return torch.stack([transform(im) for im in images])
 
 
 def features(labels: torch.Tensor, gen: torch.Generator, *, views: bool = False, local: bool = True) -> FeatureBatch:
@@ -91,7 +132,14 @@ def fit_data(shots: int = 2) -> FitData:
     gen = torch.Generator().manual_seed(0)
     y = torch.arange(len(CLASSNAMES)).repeat_interleave(shots)
     yv = torch.arange(len(CLASSNAMES)).repeat_interleave(3)
-    return FitData(train=features(y, gen, views=True), labels=y, val=features(yv, gen), val_labels=yv, shots=shots)
+    return FitData(
+        train=features(y, gen, views=True),
+        labels=y,
+        val=features(yv, gen),
+        val_labels=yv,
+        shots=shots,
+        images=SplitImages(ToyImages(y)),
+    )
 
 
 def fast_config(cls) -> object:
@@ -99,7 +147,14 @@ def fast_config(cls) -> object:
     names = {f.name for f in dataclasses.fields(cls.Config)}
     overrides = {
         k: v
-        for k, v in {"epochs": 3, "search_steps_beta": 20, "coarse_steps": 3, "refine_steps": 3}.items()
+        for k, v in {
+            "epochs": 3,
+            "search_steps_beta": 20,
+            "coarse_steps": 3,
+            "refine_steps": 3,
+            "iters_per_shot": 2,
+            "probe_num_c": 3,
+        }.items()
         if k in names
     }
     return make_config(cls, overrides)
@@ -107,7 +162,7 @@ def fast_config(cls) -> object:
 
 def fit_method(name: str, seed: int = 1):
     cls = METHODS.get(name)
-    method = cls(config=fast_config(cls), context=context(seed))
+    method = cls(config=fast_config(cls), context=context(seed, tuner=tunes_encoders(cls)))
     if fits_split(cls):
         with torch.enable_grad():
             method.fit(fit_data())
@@ -136,7 +191,7 @@ def test_config_is_frozen_dataclass_with_cited_paper(name):
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(cfg, dataclasses.fields(cfg)[0].name if dataclasses.fields(cfg) else "x", 1)
     assert cls.paper, f"{name} must cite its paper"
-    assert cls.needs <= {"local", "views"}
+    assert cls.needs <= {"local", "views", "images"}
     if "views" in cls.needs:
         assert cfg.views >= 1
 
@@ -161,7 +216,7 @@ def test_same_seed_same_logits(name):
     assert torch.equal(a.local_logits, b.local_logits)
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS.names() if fits_split(METHODS.get(n))])
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if fits_split(METHODS.get(n)) and n not in TUNERS])
 def test_fit_learns_the_split(name):
     """Class means are random directions, so zero-shot misclassifies them; after fit every trained method
     fits its training split better than zero-shot does (lower cross-entropy, no lower accuracy). A method
@@ -204,7 +259,7 @@ def test_fit_works_without_a_validation_part(name):
     cls = METHODS.get(name)
     data = fit_data()
     empty = FeatureBatch(global_=torch.zeros(0, DIM), local=torch.zeros(0, PATCHES, DIM))
-    m = cls(config=fast_config(cls), context=context())
+    m = cls(config=fast_config(cls), context=context(tuner=tunes_encoders(cls)))
     with torch.enable_grad():
         m.fit(dataclasses.replace(data, val=empty, val_labels=torch.zeros(0, dtype=torch.long)))
     out = predict(m)
@@ -454,3 +509,131 @@ def test_config_bounds_and_types_are_checked_before_any_work():
     with pytest.raises(OodbenchError, match="takes true/false"):
         make_config(METHODS.get("tip_adapter"), {"search": "yes"})
     assert make_config(coop, {"lr": 1}).lr == 1.0  # an int where a float is expected is fine
+
+
+# ---------------------------------------------------------------- methods that tune the encoders
+
+
+def tuned_outputs(method, images: list) -> MethodOutput:
+    """What the harness does after fit: encode images with the tuned model, then predict on those features."""
+    with torch.inference_mode():
+        feats = method.tuned_model().encode_image(plain(images))
+        return method.predict(FeatureBatch(global_=feats))
+
+
+@pytest.mark.parametrize("name", TUNERS)
+def test_encoder_tuners_learn_the_split_images(name):
+    """On images whose class is a bright quadrant (which the random tiny model's zero-shot classifier cannot
+    read), every encoder-tuning method fits its training images better than zero-shot does, judged on the
+    features its own tuned model gives them."""
+    cls = METHODS.get(name)
+    y = torch.arange(3).repeat_interleave(4)
+    toy = ToyImages(y, seed=3)
+    images = [toy.get_image(i) for i in range(len(y))]
+    with torch.no_grad():
+        frozen = BACKBONE.model.encode_image(plain(images))
+    data = FitData(
+        train=FeatureBatch(global_=frozen),
+        labels=y,
+        val=FeatureBatch(global_=frozen),
+        val_labels=y,
+        shots=4,
+        images=SplitImages(toy),
+    )
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    wanted = {"epochs": 40, "lr": 1e-3, "iters_per_shot": 40, "augmentation": "none", "batch_size": 12, "alpha": 1.0}
+    method = cls(config=make_config(cls, {k: v for k, v in wanted.items() if k in names}), context=context(tuner=True))
+    with torch.enable_grad():
+        method.fit(data)
+    zero_shot = predict(
+        METHODS.get("zero_shot")(config=make_config(METHODS.get("zero_shot"), {}), context=context()),
+        FeatureBatch(global_=frozen),
+    )
+    out = tuned_outputs(method, images)
+    ce = torch.nn.functional.cross_entropy
+    assert float(ce(out.logits, y)) < float(ce(zero_shot.logits, y)) - 0.02
+    assert (out.logits.argmax(-1) == y).float().mean() >= (zero_shot.logits.argmax(-1) == y).float().mean()
+
+
+@pytest.mark.parametrize("name", TUNERS)
+def test_encoder_tuners_train_their_copy_and_never_the_frozen_backbone(name):
+    before = {k: v.clone() for k, v in BACKBONE.model.state_dict().items()}
+    method = fit_method(name)
+    after = BACKBONE.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    tuned = method.tuned_model().state_dict()
+    assert method.tuned_model() is not BACKBONE.model
+    assert any(not torch.equal(before[k], tuned[k]) for k in before)  # the copy did change
+
+
+@pytest.mark.parametrize("name", TUNERS)
+def test_tuned_weights_rebuild_the_fitted_method_exactly(name):
+    """What an entry ships: the same fit gives the same bytes; loading them into a fresh method gives the same
+    tuned model, the same predictions and the same bytes again."""
+    cls = METHODS.get(name)
+    method = fit_method(name, seed=2)
+    blob = method.tuned_weights().to_bytes()
+    assert fit_method(name, seed=2).tuned_weights().to_bytes() == blob  # deterministic on a CPU
+    assert fit_method(name, seed=3).tuned_weights().to_bytes() != blob
+    loaded = cls(config=fast_config(cls), context=context(9, tuner=True))
+    loaded.load_tuned_weights(TunedWeights.from_bytes(blob))
+    assert loaded.tuned_weights().to_bytes() == blob
+    a, b = method.tuned_model().state_dict(), loaded.tuned_model().state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    toy = ToyImages(torch.tensor([0, 1, 2]), seed=5)
+    images = [toy.get_image(i) for i in range(3)]
+    assert torch.equal(tuned_outputs(method, images).logits, tuned_outputs(loaded, images).logits)
+
+
+def test_tuned_weights_of_another_method_or_backbone_are_refused():
+    blob = fit_method("full_ft").tuned_weights()
+    wise = METHODS.get("wise_ft")
+    with pytest.raises(OodbenchError, match="written by method 'full_ft', not 'wise_ft'"):
+        wise(config=fast_config(wise), context=context(tuner=True)).load_tuned_weights(blob)
+    other = TunedWeights(blob.tensors, {**blob.metadata, "oodbench_base_weights_sha256": "1" * 64})
+    full = METHODS.get("full_ft")
+    with pytest.raises(OodbenchError, match="apply to the backbone"):
+        full(config=fast_config(full), context=context(tuner=True)).load_tuned_weights(other)
+    lora = METHODS.get("clip_lora")
+    shipped = fit_method("clip_lora").tuned_weights()
+    with pytest.raises(OodbenchError, match="config asks for"):
+        lora(config=make_config(lora, {"rank": 4}), context=context(tuner=True)).load_tuned_weights(shipped)
+
+
+def test_wise_ft_endpoints_are_zero_shot_and_full_fine_tuning():
+    """alpha 0: the image encoder is the frozen one and the logits are zero-shot CLIP's to the bit; alpha 1: the
+    model and logits of full_ft (the same fine-tuning stage)."""
+    wise, full = METHODS.get("wise_ft"), METHODS.get("full_ft")
+    toy = ToyImages(torch.tensor([0, 1, 2, 0]), seed=7)
+    images = [toy.get_image(i) for i in range(4)]
+    at0 = wise(config=make_config(wise, {"epochs": 3, "alpha": 0.0}), context=context(tuner=True))
+    with torch.enable_grad():
+        at0.fit(fit_data())
+    frozen, tuned = BACKBONE.model.state_dict(), at0.tuned_model().state_dict()
+    assert all(torch.equal(frozen[k], tuned[k]) for k in frozen)
+    zs = METHODS.get("zero_shot")(config=make_config(METHODS.get("zero_shot"), {}), context=context())
+    assert torch.equal(predict(at0).logits, predict(zs).logits)
+    assert torch.equal(predict(at0).local_logits, predict(zs).local_logits)
+    at1 = wise(config=make_config(wise, {"epochs": 3, "alpha": 1.0}), context=context(tuner=True))
+    ft = full(config=make_config(full, {"epochs": 3}), context=context(tuner=True))
+    with torch.enable_grad():
+        at1.fit(fit_data())
+        ft.fit(fit_data())
+    assert torch.equal(tuned_outputs(at1, images).logits, tuned_outputs(ft, images).logits)
+    half = wise(config=make_config(wise, {"epochs": 3, "alpha": 0.5}), context=context(tuner=True))
+    with torch.enable_grad():
+        half.fit(fit_data())
+    w0, w1, wh = (m.head.weight for m in (at0, at1, half))
+    torch.testing.assert_close(wh, (w0 + w1) / 2)
+
+
+def test_clip_lora_ships_only_the_adapters_and_predicts_with_the_merged_model():
+    from methods.shared.lora import LoraAttention, LoraSpec
+
+    method = fit_method("clip_lora")
+    weights = method.tuned_weights()
+    assert weights.kind == "lora" and weights.tensors
+    assert all(".lora_A_" in k or ".lora_B_" in k for k in weights.tensors)
+    assert LoraSpec.from_metadata(weights.metadata) == method.config.spec()
+    assert not any(isinstance(m, LoraAttention) for m in method.tuned_model().modules())
+    assert set(method.tuned_model().state_dict()) == set(BACKBONE.model.state_dict())  # plain names again

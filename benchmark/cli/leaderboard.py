@@ -138,10 +138,27 @@ def reproduce(
     image_pipeline: ImagePipelineOpt = DEFAULT.image_pipeline,
     cache_dir: CacheOpt = None,
     data_root: DataRootOpt = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            help="Evaluate these tuned weights instead of refitting (encoder-tuning entries); their sha256 must "
+            "equal the entry's tuned_weights_sha256.",
+        ),
+    ] = None,
+    shipped_weights: Annotated[
+        bool,
+        typer.Option(
+            "--shipped-weights",
+            help="Evaluate the tuned weights shipped beside the entry (<entry>.weights.safetensors) instead of "
+            "refitting.",
+        ),
+    ] = False,
     progress_bars: ProgressOpt = True,
 ) -> None:
     """Re-run the run(s) an entry describes from its provenance, compare every metric, write a verification record;
-    exit 1 if a metric differs beyond the tolerance."""
+    exit 1 if a metric differs beyond the tolerance. Encoder-tuning entries are refitted unless --weights or
+    --shipped-weights asks to evaluate their tuned weights."""
     from benchmark.reproduce import reproduce_file
 
     load_method_file(method_file)
@@ -154,7 +171,13 @@ def reproduce(
         data_root=data_root,
     )
     outcomes = reproduce_file(
-        file, execution=exe, tolerance=tolerance, record_dir=record_dir, progress=progress(progress_bars)
+        file,
+        execution=exe,
+        tolerance=tolerance,
+        record_dir=record_dir,
+        progress=progress(progress_bars),
+        weights=weights,
+        use_shipped_weights=shipped_weights,
     )
     failed = 0
     for o in outcomes:

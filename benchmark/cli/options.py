@@ -43,7 +43,8 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         help="Method hyperparameter override key=value "
-        "(repeatable; values are JSON where they parse: 4, 0.5, true, [1,2]).",
+        "(repeatable; values are JSON where they parse: 4, 0.5, true, [1,2]; in a sweep, a key given "
+        "several times runs each value).",
     ),
 ]
 MethodFileOpt = Annotated[
@@ -91,6 +92,14 @@ SaveScoresOpt = Annotated[
         help="Write the per-sample scores beside the result file (needed for intervals and curves).",
     ),
 ]
+SaveWeightsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--save-weights/--no-save-weights",
+        help="Methods that tune the encoders: write the tuned weights (or LoRA delta) beside the result file as "
+        "<result>.weights.safetensors, so that `oodbench reproduce --shipped-weights` can evaluate them.",
+    ),
+]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
@@ -99,18 +108,40 @@ def split_csv(csv: str | None) -> list[str] | None:
     return [s.strip() for s in csv.split(",") if s.strip()] if csv else None
 
 
-def parse_config(pairs: list[str]) -> dict:
-    """`key=value` pairs; values are JSON where they parse (numbers, true/false, lists), else strings."""
-    out = {}
+def parse_config_values(pairs: list[str]) -> dict[str, list]:
+    """`key=value` pairs, a key possibly repeated: key -> its values in order. Values are JSON where they parse
+    (numbers, true/false, lists), else strings."""
+    out: dict[str, list] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise OodbenchError(f"--config takes key=value pairs (got {pair!r}), for example --config lr=0.002.")
         try:
-            out[key] = json.loads(value)
+            parsed = json.loads(value)
         except ValueError:
-            out[key] = value
+            parsed = value
+        out.setdefault(key, []).append(parsed)
     return out
+
+
+def parse_config(pairs: list[str]) -> dict:
+    """`key=value` pairs of one run; a key given twice is an error (a sweep takes several values of a key)."""
+    out = {}
+    for key, values in parse_config_values(pairs).items():
+        if len(values) > 1:
+            raise OodbenchError(
+                f"--config {key} is given {len(values)} times ({values}); one run takes one value. To run each, "
+                f"use `oodbench sweep` with the repeated --config."
+            )
+        out[key] = values[0]
+    return out
+
+
+def parse_config_grid(pairs: list[str]) -> tuple[dict, dict[str, list]]:
+    """A sweep's `key=value` pairs: (keys given once -> value, keys given several times -> their values)."""
+    values = parse_config_values(pairs)
+    single = {k: v[0] for k, v in values.items() if len(v) == 1}
+    return single, {k: v for k, v in values.items() if len(v) > 1}
 
 
 def progress(enabled: bool):

@@ -21,6 +21,7 @@ from benchmark.cli.options import (
     PrecisionOpt,
     ProgressOpt,
     SaveScoresOpt,
+    SaveWeightsOpt,
     ScoresOpt,
     SuiteOpt,
     WorkersOpt,
@@ -115,6 +116,7 @@ def run(
     cache_dir: CacheOpt = None,
     data_root: DataRootOpt = None,
     save_scores: SaveScoresOpt = DEFAULT.save_scores,
+    save_weights: SaveWeightsOpt = DEFAULT.save_weights,
     out: Annotated[
         Path | None, typer.Option("--out", help="Parquet file to write (default: a new file under --results-dir).")
     ] = None,
@@ -148,6 +150,7 @@ def run(
         cache_dir=cache_dir,
         data_root=data_root,
         save_scores=save_scores,
+        save_weights=save_weights,
     )
     result = Harness(progress=progress(progress_bars)).run(key, exe, out=out, results_dir=results_dir)
     if result.path is None:  # a torchrun rank other than 0: rank 0 wrote and reports the rows
@@ -157,4 +160,5 @@ def run(
     if result.not_applicable:
         console.print(f"not applicable to {method}: {', '.join(result.not_applicable)}", highlight=False, markup=False)
     side = f" and {result.scores_path.name}" if result.scores_path else ""
+    side += f" and {result.weights_path.name}" if result.weights_path else ""
     console.print(f"wrote {result.path}{side} in {result.seconds['total']:.1f}s", highlight=False, markup=False)

@@ -22,12 +22,13 @@ from benchmark.cli.options import (
     PrecisionOpt,
     ProgressOpt,
     SaveScoresOpt,
+    SaveWeightsOpt,
     ScoresOpt,
     SuiteOpt,
     WorkersOpt,
     console,
     load_method_file,
-    parse_config,
+    parse_config_grid,
     progress,
     split_csv,
 )
@@ -147,6 +148,7 @@ def sweep(
     cache_dir: CacheOpt = None,
     data_root: DataRootOpt = None,
     save_scores: SaveScoresOpt = DEFAULT.save_scores,
+    save_weights: SaveWeightsOpt = DEFAULT.save_weights,
     progress_bars: ProgressOpt = True,
     executor: Annotated[
         str,
@@ -220,8 +222,9 @@ def sweep(
     ] = [],  # noqa: B006
 ) -> None:
     """Run every method x shots x seed (zero-shot once), skip runs already written, print mean ± std over seeds.
-    --config key=value applies to every listed method that has the key. With --executor slurm the runs become one
-    Slurm job array; run the same command again to resubmit what failed, or add --status to see where it stands."""
+    --config key=value applies to every listed method that has the key; a key repeated with several values
+    (--config alpha=0 --config alpha=0.5) runs each value. With --executor slurm the runs become one Slurm job
+    array; run the same command again to resubmit what failed, or add --status to see where it stands."""
     from benchmark.report import seed_summary_table
     from benchmark.sweep import plan, run_sweep
 
@@ -247,7 +250,9 @@ def sweep(
         cache_dir=cache_dir,
         data_root=data_root,
         save_scores=save_scores,
+        save_weights=save_weights,
     )
+    single, grid = parse_config_grid(config)
     if executor == "slurm" or status:
         options = ClusterOptions(
             log_dir=log_dir,
@@ -270,7 +275,8 @@ def sweep(
             shots=_ints(shots, "--shots"),
             seeds=_ints(seeds, "--seeds"),
             scores=split_csv(scores),
-            config=parse_config(config),
+            config=single,
+            grid=grid,
         )
         if status:
             _print_status(runs, results_dir=results_dir, options=options, title=f"{suite} on {backbone}")
@@ -284,7 +290,8 @@ def sweep(
         shots=_ints(shots, "--shots"),
         seeds=_ints(seeds, "--seeds"),
         scores=split_csv(scores),
-        config=parse_config(config),
+        config=single,
+        grid=grid,
         results_dir=results_dir,
         execution=exe,
         progress=progress(progress_bars),

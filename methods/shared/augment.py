@@ -55,6 +55,34 @@ def train_transform(
     return T.Compose([_ToRGB(), *steps, T.ToTensor(), T.Normalize(mean=tuple(mean), std=tuple(std))])
 
 
+def input_geometry(backbone) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(input size, mean, std) of a backbone: read off its eval transform (CenterCrop and Normalize), else its
+    open_clip model's `visual.preprocess_cfg` / `visual.image_size`."""
+    size = mean = std = None
+    for step in getattr(backbone.preprocess, "transforms", None) or []:
+        name = type(step).__name__
+        if name == "CenterCrop":
+            size = int(step.size[0])
+        elif name == "Normalize":
+            mean, std = tuple(float(m) for m in step.mean), tuple(float(s) for s in step.std)
+    visual = backbone.model.visual
+    cfg = getattr(visual, "preprocess_cfg", None) or {}
+    if size is None:
+        image_size = cfg.get("size", getattr(visual, "image_size", None))
+        size = int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size)
+    if mean is None:
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+        mean, std = tuple(cfg.get("mean", OPENAI_DATASET_MEAN)), tuple(cfg.get("std", OPENAI_DATASET_STD))
+    return size, mean, std
+
+
+def backbone_transform(name: str, backbone) -> Callable[[object], torch.Tensor]:
+    """Method `name`'s training transform at the backbone's input size and normalisation."""
+    size, mean, std = input_geometry(backbone)
+    return train_transform(name, image_size=size, mean=mean, std=std)
+
+
 def augment_batch(images: Sequence[object], transform: Callable, *, generator: torch.Generator) -> torch.Tensor:
     """Apply `transform` to each image, torch's global generator seeded from `generator` for this batch
     (and restored afterwards). Returns [N, 3, H, W]."""

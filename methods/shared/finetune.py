@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.errors import OodbenchError
+from benchmark.features import class_text_embeddings
 from methods.shared.lora import DropoutRng, lora_parameters, lora_rng
 
 # -- heads and classifiers ---------------------------------------------------------------------------------
@@ -79,18 +80,13 @@ class ImageClassifier(nn.Module):
         return self.head(self.clip.encode_image(images))
 
 
-@torch.no_grad()
 def encode_class_texts(
     model: nn.Module, tokenizer: Callable, classnames: Sequence[str], templates: Sequence[str], *, device
 ) -> torch.Tensor:
     """The zero-shot classifier of a (possibly tuned) open_clip model: per class, the L2-normalised mean of
     its L2-normalised prompt embeddings [C, D] (float32), as WiSE-FT's and FLYP's get_zeroshot_classifier
-    and benchmark.features.text_features compute it."""
-    rows = []
-    for name in classnames:
-        emb = model.encode_text(tokenizer([t.format(name) for t in templates]).to(device)).float()
-        rows.append(F.normalize(F.normalize(emb, dim=-1).mean(0), dim=-1))
-    return torch.stack(rows)
+    compute it: benchmark.features.class_text_embeddings, the function the frozen text-feature cache uses."""
+    return class_text_embeddings(model, tokenizer, list(classnames), list(templates), device=device)
 
 
 # -- configuration and result ------------------------------------------------------------------------------
