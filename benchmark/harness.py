@@ -116,7 +116,12 @@ class Resolved:
 
     @property
     def needs_local(self) -> bool:
-        return bool(self.local_scores) or "local" in self.method_cls.needs
+        return bool(self.local_scores) or bool({"local", "local_width"} & self.method_cls.needs)
+
+    @property
+    def local_kind(self) -> str:
+        """The patch-token feature kind the method reads: before the projection for "local_width" methods."""
+        return "local_width" if "local_width" in self.method_cls.needs else "local"
 
     def stem(self) -> str:
         return run_stem(
@@ -398,7 +403,7 @@ class Harness:
         sets = [prepared.datasets[n] for n in resolved.test_sets]
         feats = RunFeatures(
             test=[self._extract(prepared, backbone, ds, "global", cache_hits) for ds in sets],
-            test_local=[self._extract(prepared, backbone, ds, "local", cache_hits) for ds in sets]
+            test_local=[self._extract(prepared, backbone, ds, resolved.local_kind, cache_hits) for ds in sets]
             if resolved.needs_local
             else None,
         )
@@ -406,8 +411,8 @@ class Harness:
         if split is not None:
             pool = prepared.datasets[resolved.suite.pool]
             feats.pool = self._extract(prepared, backbone, pool, "global", cache_hits)
-            if "local" in cls.needs:
-                feats.pool_local = self._extract(prepared, backbone, pool, "local", cache_hits)
+            if {"local", "local_width"} & cls.needs:
+                feats.pool_local = self._extract(prepared, backbone, pool, resolved.local_kind, cache_hits)
             n_views = int(getattr(resolved.config, "views", 0)) if "views" in cls.needs else 0
             if n_views:  # augmented views only of the split's images (not the whole pool: ImageNet's is 1.28M)
                 subset = pool.subset(split.train, tag=split.sha256[:16])
@@ -433,6 +438,7 @@ class Harness:
             device=device,
             generator=generator,
             text_classifier=classifier,
+            cache_dir=cache_dir,
         )
         try:
             return resolved.method_cls(config=resolved.config, context=context)

@@ -29,6 +29,7 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from benchmark.errors import OodbenchError
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
     from benchmark.backbones import Backbone
 
-NEEDS = ("local", "views", "images")  # extra inputs a method may declare
+NEEDS = ("local", "views", "images", "local_width")  # extra inputs a method may declare
 FAMILIES = ("imagenet", "cub200", "stanford-cars", "food101", "oxford-pets", "demo")
 
 
@@ -61,8 +62,9 @@ class MethodOutput:
 @dataclass(frozen=True)
 class FeatureBatch:
     """Cached features of a batch of images: `global_` [N, D] (unnormalised, as the image encoder
-    returns them), `local` [N, P, D] patch tokens in the joint space when requested, and `views`
-    [V, N, D] cached augmented views (only in FitData)."""
+    returns them), `local` [N, P, D] patch tokens in the joint space when requested (before the
+    projection, [N, P, width], for methods that need "local_width"), and `views` [V, N, D] cached
+    augmented views (only in FitData)."""
 
     global_: torch.Tensor
     local: torch.Tensor | None = None
@@ -91,6 +93,7 @@ class MethodContext:
     device: torch.device
     generator: torch.Generator  # seeded by the harness from the run's seed
     text_classifier: Callable[[list[str]], torch.Tensor]
+    cache_dir: Path | None = None  # the feature-cache folder, for a method's own derived caches (mined word lists)
 
 
 def param(
