@@ -1,4 +1,5 @@
-"""The code's defaults against docs/fidelity.md, the table that traces every setting to the authors' code.
+"""The code's defaults against docs/fidelity.md (and docs/fidelity-negatives.md, in the same format), the
+tables that trace every setting to the authors' code.
 
 The document is the specification. Each method section must name every Config field of the method;
 a `` `field` `` row's `ours` literal must equal the Config default and a `` `field` @ family `` row
@@ -22,6 +23,8 @@ from benchmark.suites import SUITES
 from methods import METHODS, SCORES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "fidelity.md"
+# further documents in the same format, one per family of methods; a section may appear in only one of them
+MORE_DOCS = (DOC.with_name("fidelity-negatives.md"),)
 HEADER = ("setting", "ours", "reference", "source", "status")
 FAMILIES = ("imagenet", "cub200", "stanford-cars", "food101", "oxford-pets", "demo")
 SHARED_SECTIONS = ("Augmentation", "Prompts and class names", "Suites")
@@ -123,7 +126,14 @@ def same_value(a: object, b: object) -> bool:
 
 @pytest.fixture(scope="module")
 def doc() -> dict[tuple[str, str], Section]:
-    return parse(DOC.read_text(encoding="utf-8"))
+    sections = parse(DOC.read_text(encoding="utf-8"))
+    for path in MORE_DOCS:
+        more = parse(path.read_text(encoding="utf-8"))
+        twice = sorted(set(sections) & set(more))
+        if twice:
+            raise ValueError(f"{path.name} documents {twice} again; each section lives in one document")
+        sections.update(more)
+    return sections
 
 
 methods.load_methods()
