@@ -162,12 +162,25 @@ class AdaNeg(Method):
         )
 
 
-@register_score("adaneg", params={"lambda_vanilla": 0.1}, requires=frozenset({ADAPTED, VANILLA}))
-def adaneg_score(out: ScoreInput, *, lambda_vanilla: float) -> np.ndarray:
-    """AdaNeg's "combine" score: grouped NegLabel score of the adapted labels + lambda x that of the text labels."""
+@register_score(
+    "adaneg", params={"lambda_vanilla": 0.1, "value": "neg_log_ood"}, requires=frozenset({ADAPTED, VANILLA})
+)
+def adaneg_score(out: ScoreInput, *, lambda_vanilla: float, value: str) -> np.ndarray:
+    """AdaNeg's "combine" score c = s_adapted + lambda x s_vanilla (grouped NegLabel scores of the adapted and
+    of the text labels), as -log(1 - c / (1 + lambda)) by default (same ranking; ID images stay apart in
+    float32, where c sits within 1e-7 of 1 + lambda); value=probability gives c."""
     missing = sorted({ADAPTED, VANILLA} - set(out.extra))
     if missing:
         raise OodbenchError(f"The adaneg score reads extra arrays {missing}, which these outputs lack.")
-    adapted = -np.expm1(np.asarray(out.extra[ADAPTED], dtype=np.float64))
-    vanilla = -np.expm1(np.asarray(out.extra[VANILLA], dtype=np.float64))
-    return adapted + lambda_vanilla * vanilla
+    if not lambda_vanilla >= 0:
+        raise OodbenchError(f"Score 'adaneg' parameter 'lambda_vanilla' must be >= 0, got {lambda_vanilla}.")
+    adapted = np.asarray(out.extra[ADAPTED], dtype=np.float64)  # log(1 - s_adapted)
+    vanilla = np.asarray(out.extra[VANILLA], dtype=np.float64)
+    if value == "probability":
+        return -np.expm1(adapted) - lambda_vanilla * np.expm1(vanilla)
+    if value != "neg_log_ood":
+        raise OodbenchError(f"Score 'adaneg' value is 'neg_log_ood' or 'probability', not {value!r}.")
+    if lambda_vanilla == 0:
+        return -adapted
+    # 1 - c / (1 + lambda) = (exp(adapted) + lambda exp(vanilla)) / (1 + lambda)
+    return np.log1p(lambda_vanilla) - np.logaddexp(adapted, np.log(lambda_vanilla) + vanilla)

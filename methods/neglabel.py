@@ -27,7 +27,13 @@ from methods.shared.negative_labels import (
     check_pin,
     encode_words,
 )
-from methods.shared.negatives import group_permutation, grouped_id_probability, mine_negatives, prompts
+from methods.shared.negatives import (
+    group_permutation,
+    grouped_id_probability,
+    grouped_log_ood_mass,
+    mine_negatives,
+    prompts,
+)
 from methods.shared.wordnet import LEXICOGRAPHER_FILES, NEGLABEL_EXCLUDED, vocabulary
 
 LEXICOGRAPHER_NAMES = tuple(LEXICOGRAPHER_FILES.values())
@@ -168,19 +174,36 @@ def _permutation(size: int) -> torch.Tensor:
     return group_permutation(size=size, seed=0)
 
 
+VALUES = ("neg_log_ood", "probability")
+
+
 def grouped_score(
-    id_logits: np.ndarray, neg_logits: np.ndarray, *, groups: int, temperature: float, permute: bool
+    id_logits: np.ndarray,
+    neg_logits: np.ndarray,
+    *,
+    groups: int,
+    temperature: float,
+    permute: bool,
+    value: str = "neg_log_ood",
 ) -> np.ndarray:
-    """NegLabel's grouped score [N] in float64, in blocks of rows (see negatives.grouped_id_probability)."""
+    """NegLabel's grouped score s [N] (see negatives.grouped_id_probability), in blocks of rows, as
+    `value`: "probability" is s itself; "neg_log_ood" is -log(1 - s), computed without forming 1 - s.
+
+    Both order the images alike, so every metric agrees, but s of ID images sits within 1e-7 of 1 and
+    collapses to 1.0 in float32 (the per-sample scores file), and even in float64 for confident images;
+    -log(1 - s) keeps them apart."""
     m = neg_logits.shape[1]
     if groups > m:
         raise OodbenchError(
             f"The grouped score splits {m} negative labels into {groups} groups; use at most {m} groups "
             f"(e.g. neglabel:groups={min(m, 100)}) or mine more negative labels."
         )
+    if value not in VALUES:
+        raise OodbenchError(f"The grouped score's value is one of {list(VALUES)}, not {value!r}.")
+    fn = grouped_id_probability if value == "probability" else grouped_log_ood_mass
     perm = _permutation(m - m % groups) if permute else None
     out = [
-        grouped_id_probability(
+        fn(
             id_logits=torch.from_numpy(np.ascontiguousarray(id_logits[s : s + SCORE_CHUNK])),
             neg_logits=torch.from_numpy(np.ascontiguousarray(neg_logits[s : s + SCORE_CHUNK])),
             groups=groups,
@@ -189,15 +212,21 @@ def grouped_score(
         ).numpy()
         for s in range(0, len(id_logits), SCORE_CHUNK)
     ]
-    return np.concatenate(out) if out else np.zeros(0)
+    values = np.concatenate(out) if out else np.zeros(0)
+    return values if value == "probability" else -values
 
 
-@register_score("neglabel", params={"T": 1.0, "groups": 100.0, "permute": True}, requires=frozenset({"neg_logits"}))
-def neglabel_score(out: ScoreInput, *, T: float, groups: float, permute: bool) -> np.ndarray:  # noqa: N803
-    """NegLabel's grouped score: mean over groups of negative labels of the softmax mass on the ID labels."""
+@register_score(
+    "neglabel",
+    params={"T": 1.0, "groups": 100.0, "permute": True, "value": "neg_log_ood"},
+    requires=frozenset({"neg_logits"}),
+)
+def neglabel_score(out: ScoreInput, *, T: float, groups: float, permute: bool, value: str) -> np.ndarray:  # noqa: N803
+    """NegLabel's grouped score (mean over groups of negative labels of the softmax mass on the ID labels),
+    as -log(1 - s) by default (same ranking, kept apart in float32); value=probability gives s."""
     if "neg_logits" not in out.extra:
         raise OodbenchError("The neglabel score reads extra['neg_logits'], which these outputs lack.")
     if not T > 0:
         raise OodbenchError(f"Score 'neglabel' parameter 'T' must be > 0, got {T}.")
     g = whole_number(groups, "groups", score="neglabel")
-    return grouped_score(out.logits, out.extra["neg_logits"], groups=g, temperature=T, permute=permute)
+    return grouped_score(out.logits, out.extra["neg_logits"], groups=g, temperature=T, permute=permute, value=value)

@@ -94,9 +94,14 @@ def test_neglabel_outputs_and_score_follow_the_reference():
     inputs = ScoreInput(
         logits=out.logits.numpy(), logit_scale=100.0, extra={"neg_logits": out.extra["neg_logits"].numpy()}
     )
-    got = SCORES.get("neglabel")(inputs)
-    np.testing.assert_allclose(got, reference_grouped_score(inputs.logits, inputs.extra["neg_logits"], 100), rtol=1e-12)
+    want = reference_grouped_score(inputs.logits, inputs.extra["neg_logits"], 100)
+    got = SCORES.get("neglabel")(inputs, {"value": "probability"})
+    np.testing.assert_allclose(got, want, rtol=1e-12)
     assert got.dtype == np.float64
+    # the default value is -log(1 - s): the same ordering, so the same metrics
+    default = SCORES.get("neglabel")(inputs)
+    np.testing.assert_allclose(default, -np.log1p(-want), rtol=1e-6, atol=1e-12)
+    assert (np.argsort(default, kind="stable") == np.argsort(want, kind="stable")).all()
     with pytest.raises(OodbenchError, match="at most 210 groups"):
         SCORES.get("neglabel")(inputs, {"groups": 500.0})
     with pytest.raises(OodbenchError, match="whole number"):
@@ -173,9 +178,24 @@ def test_adaneg_memory_adapts_along_the_stream_and_starts_fresh():
         vanilla_logits=vanilla, adapted_logits=adapted, num_classes=n_id, groups=c.groups, permutation=m.permutation
     ).numpy()
     extra = {k: v.float().numpy() for k, v in out2.extra.items()}
-    got = SCORES.get("adaneg")(ScoreInput(logits=out2.logits.numpy(), logit_scale=100.0, extra=extra))
+    inputs = ScoreInput(logits=out2.logits.numpy(), logit_scale=100.0, extra=extra)
+    got = SCORES.get("adaneg")(inputs, {"value": "probability"})
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    default = SCORES.get("adaneg")(inputs)  # -log(1 - c / (1 + lambda)), the same ordering
+    np.testing.assert_allclose(default, -np.log1p(-want / 1.1), rtol=1e-5, atol=1e-9)
     assert out1.logits.shape == (16, n_id)
+
+
+def test_neglabel_default_value_keeps_id_images_apart_in_float32():
+    """Two confident ID images whose score s rounds to 1.0 in float32 (the per-sample scores file) keep
+    distinct, correctly ordered default values."""
+    inputs = ScoreInput(
+        logits=np.array([[20.0, 0.0], [21.0, 0.0]]), logit_scale=100.0, extra={"neg_logits": np.zeros((2, 200))}
+    )
+    s = SCORES.get("neglabel")(inputs, {"value": "probability"})
+    v = SCORES.get("neglabel")(inputs)
+    assert s[1] > s[0] and np.float32(s[0]) == np.float32(s[1])
+    assert np.float32(v[1]) > np.float32(v[0])
 
 
 def test_adaneg_extras_keep_id_scores_apart_in_float32():
