@@ -4,6 +4,8 @@
 and cached only for the methods and scores that ask for them:
 
 - `local`: patch tokens in the joint space [B, P, D], for GL-MCM and LoCoOp.
+- `local_width`: the same tokens before the projection [B, P, width], for GalLoP (extracted in place of
+  `local` for methods that declare needs={"local_width"}).
 - `views{V}-s{lo}-{hi}` (see `view_kind`): V randomly augmented views of each image [B, V, D], for
   methods whose papers train on augmentations (Tip-Adapter caches 10 augmented epochs; CoOp and the
   adapters train with random resized crops and flips). `local-views{V}-s{lo}-{hi}`: the patch tokens
@@ -60,6 +62,16 @@ def encode_local(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     for the class token. Plain last-layer patch tokens match text far worse, since the last
     attention mixes every token into the class token's direction.
     """
+    tokens = encode_local_width(backbone, images)
+    proj = backbone.model.visual.proj
+    return tokens @ proj if proj is not None else tokens
+
+
+@FEATURE_KINDS.register("local_width")
+def encode_local_width(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+    """The same patch tokens as `local`, before the projection into the joint space [B, P, width].
+
+    GalLoP (Lafon et al., 2024) learns a linear map on these tokens and projects them itself."""
     visual = backbone.model.visual
     if not hasattr(visual, "transformer") or not hasattr(visual, "ln_post"):
         raise OodbenchError(
@@ -69,7 +81,7 @@ def encode_local(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     if getattr(visual, "attn_pool", None) is not None:
         raise OodbenchError(
             f"{backbone.arch} pools with attention; its patch tokens are not in the joint space, "
-            f"so local features (gl_mcm, locoop) are not available for it."
+            f"so local features (gl_mcm, locoop, gallop) are not available for it."
         )
     x = visual._embeds(images)
     blocks = visual.transformer.resblocks
@@ -88,8 +100,7 @@ def encode_local(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     v = F.linear(last.ln_1(x), w_v, b_v)
     v = x + last.ls_1(attn.out_proj(v))
     v = v + last.ls_2(last.mlp(last.ln_2(v)))
-    tokens = visual.ln_post(v[:, 1:])
-    return tokens @ visual.proj if visual.proj is not None else tokens
+    return visual.ln_post(v[:, 1:])
 
 
 def image_seed(image: Any) -> int:

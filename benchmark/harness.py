@@ -124,7 +124,12 @@ class Resolved:
 
     @property
     def needs_local(self) -> bool:
-        return bool(self.local_scores) or "local" in self.method_cls.needs
+        return bool(self.local_scores) or bool({"local", "local_width"} & self.method_cls.needs)
+
+    @property
+    def local_kind(self) -> str:
+        """The patch-token feature kind the method reads: before the projection for "local_width" methods."""
+        return "local_width" if "local_width" in self.method_cls.needs else "local"
 
     def stem(self) -> str:
         return run_stem(
@@ -434,15 +439,15 @@ class Harness:
         else:
             feats = RunFeatures(
                 test=[self._extract(prepared, backbone, ds, "global", cache_hits) for ds in sets],
-                test_local=[self._extract(prepared, backbone, ds, "local", cache_hits) for ds in sets]
+                test_local=[self._extract(prepared, backbone, ds, resolved.local_kind, cache_hits) for ds in sets]
                 if resolved.needs_local
                 else None,
             )
         if split is not None:
             pool = prepared.datasets[resolved.suite.pool]
             feats.pool = self._extract(prepared, backbone, pool, "global", cache_hits)
-            if "local" in cls.needs:
-                feats.pool_local = self._extract(prepared, backbone, pool, "local", cache_hits)
+            if {"local", "local_width"} & cls.needs:
+                feats.pool_local = self._extract(prepared, backbone, pool, resolved.local_kind, cache_hits)
             if kinds:  # augmented views only of the split's images (not the whole pool: ImageNet's is 1.28M)
                 subset = pool.subset(split.train, tag=split.sha256[:16])
                 feats.views = self._extract(prepared, backbone, subset, kinds[0], cache_hits)
@@ -473,6 +478,7 @@ class Harness:
             generator=generator,
             text_classifier=classifier,
             templates=list(templates),
+            cache_dir=cache_dir,
         )
         if tunes_encoders(resolved.method_cls):
             context.backbone = replace(backbone, model=trainable_copy(backbone.model, device))

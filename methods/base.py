@@ -31,6 +31,7 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from benchmark.errors import OodbenchError
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from benchmark.splitimages import SplitImages
     from benchmark.tuned import StageCache, TunedWeights
 
-NEEDS = ("local", "views", "images")  # extra inputs a method may declare
+NEEDS = ("local", "views", "images", "local_width")  # extra inputs a method may declare
 FAMILIES = ("imagenet", "cub200", "stanford-cars", "food101", "oxford-pets", "demo")
 
 
@@ -65,7 +66,8 @@ class MethodOutput:
 @dataclass(frozen=True)
 class FeatureBatch:
     """Cached features of a batch of images: `global_` [N, D] (unnormalised, as the image encoder
-    returns them), `local` [N, P, D] patch tokens in the joint space when requested, `views`
+    returns them), `local` [N, P, D] patch tokens in the joint space when requested (before the
+    projection, [N, P, width], for methods that need "local_width"), `views`
     [V, N, D] cached augmented views (only in FitData), and `local_views` [V, N, P, D] the patch tokens
     of the same views for methods that need both "local" and "views" (only in FitData; float16 on the
     CPU, since on ImageNet at 16 shots they take about 32 GB: take the rows you need to the device)."""
@@ -107,6 +109,7 @@ class MethodContext:
     text_classifier: Callable[[list[str]], torch.Tensor]
     templates: list[str] = field(default_factory=list)  # the suite's prompt templates (text_features' prompts)
     stage_cache: StageCache | None = None
+    cache_dir: Path | None = None  # the feature-cache folder, for a method's own derived caches (mined word lists)
 
 
 def param(

@@ -298,13 +298,22 @@ class _Module:
                 raise StaticReadError(str(err)) from None
         if isinstance(node, ast.Call):
             fn = self.eval(node.func)
-            if not any(fn is safe for safe in SAFE_CALLS) and fn is not _param():
+            if not (any(fn is safe for safe in SAFE_CALLS) or fn is _param() or _is_dict_view(fn)):
                 raise StaticReadError(f"{self.name} line {node.lineno} calls {ast.unparse(node.func)}")
             args = [self.eval(a) for a in node.args if not isinstance(a, ast.Starred)]
             if len(args) != len(node.args) or any(k.arg is None for k in node.keywords):
                 raise StaticReadError(f"{self.name} line {node.lineno}: * or ** arguments")
             return fn(*args, **{k.arg: self.eval(k.value) for k in node.keywords})
         raise StaticReadError(f"{self.name} line {getattr(node, 'lineno', '?')}: {ast.unparse(node)}")
+
+
+def _is_dict_view(fn: Any) -> bool:
+    """A dict's keys, values or items method (bound to a dict the reader evaluated): reads, never changes."""
+    return isinstance(getattr(fn, "__self__", None), dict) and getattr(fn, "__name__", "") in {
+        "keys",
+        "values",
+        "items",
+    }
 
 
 _BINOPS = {
@@ -315,7 +324,12 @@ _BINOPS = {
     ast.FloorDiv: lambda a, b: a // b,
     ast.Mod: lambda a, b: a % b,
     ast.BitOr: lambda a, b: a | b,
+    ast.Pow: lambda a, b: a**b if abs(b) <= 64 else _too_big(),
 }
+
+
+def _too_big() -> Any:
+    raise StaticReadError("an exponent above 64 in a declaration")
 
 
 def _param() -> Any:

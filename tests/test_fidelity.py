@@ -1,4 +1,5 @@
-"""The code's defaults against docs/fidelity.md, the table that traces every setting to the authors' code.
+"""The code's defaults against docs/fidelity.md (and docs/fidelity-negatives.md, in the same format), the
+tables that trace every setting to the authors' code.
 
 The document is the specification. Each method section must name every Config field of the method;
 a `` `field` `` row's `ours` literal must equal the Config default and a `` `field` @ family `` row
@@ -23,7 +24,8 @@ from methods import METHODS, SCORES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DOC = DOCS / "fidelity.md"
-MORE_DOCS = (DOCS / "fidelity-tuning.md",)  # further method sections in the same format (encoder-tuning methods)
+# further documents in the same format, one per family of methods; a section may appear in only one of them
+MORE_DOCS = (DOCS / "fidelity-tuning.md", DOCS / "fidelity-negatives.md")
 HEADER = ("setting", "ours", "reference", "source", "status")
 FAMILIES = ("imagenet", "cub200", "stanford-cars", "food101", "oxford-pets", "demo")
 SHARED_SECTIONS = ("Augmentation", "Prompts and class names", "Suites")
@@ -130,7 +132,7 @@ def doc() -> dict[tuple[str, str], Section]:
         more = parse(path.read_text(encoding="utf-8"))
         twice = sorted(set(sections) & set(more))
         if twice:
-            raise ValueError(f"{path.name} repeats sections of {DOC.name}: {twice}")
+            raise ValueError(f"{path.name} documents {twice} again; each section lives in one document")
         sections.update(more)
     return sections
 

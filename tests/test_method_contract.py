@@ -145,19 +145,18 @@ def fit_data(shots: int = 2) -> FitData:
 def fast_config(cls) -> object:
     """The method's defaults with training shortened (the contract, not the schedule, is under test)."""
     names = {f.name for f in dataclasses.fields(cls.Config)}
-    overrides = {
-        k: v
-        for k, v in {
-            "epochs": 3,
-            "search_steps_beta": 20,
-            "coarse_steps": 3,
-            "refine_steps": 3,
-            "iters_per_shot": 2,
-            "probe_num_c": 3,
-        }.items()
-        if k in names
+    budget = {
+        "epochs": 3,
+        "negative_epochs": 3,
+        "search_steps_beta": 20,
+        "coarse_steps": 3,
+        "refine_steps": 3,
+        "iters_per_shot": 2,
+        "probe_num_c": 3,
+        "max_candidates": 700,  # negative-label methods: 105 nouns + 105 adjectives, enough for 100 groups
+        "count": 300,
     }
-    return make_config(cls, overrides)
+    return make_config(cls, {k: v for k, v in budget.items() if k in names})
 
 
 def fit_method(name: str, seed: int = 1):
@@ -191,7 +190,7 @@ def test_config_is_frozen_dataclass_with_cited_paper(name):
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(cfg, dataclasses.fields(cfg)[0].name if dataclasses.fields(cfg) else "x", 1)
     assert cls.paper, f"{name} must cite its paper"
-    assert cls.needs <= {"local", "views", "images"}
+    assert cls.needs <= {"local", "views", "images", "local_width"}
     if "views" in cls.needs:
         assert cfg.views >= 1
 
@@ -202,8 +201,11 @@ def test_output_shapes_and_local_logits(name):
     assert out.logits.shape == (5, len(CLASSNAMES))
     assert torch.isfinite(out.logits).all()
     assert isinstance(out.logit_scale, float) and out.logit_scale > 0
-    assert out.local_logits is not None and out.local_logits.shape == (5, PATCHES, len(CLASSNAMES))
-    assert torch.isfinite(out.local_logits).all()
+    if "local" in METHODS.get(name).provides:  # a method that provides patch logits fills them when given patches
+        assert out.local_logits is not None and out.local_logits.shape == (5, PATCHES, len(CLASSNAMES))
+        assert torch.isfinite(out.local_logits).all()
+    for key, value in out.extra.items():  # every extra array it names in `provides`, one row per image
+        assert key in METHODS.get(name).provides and value.shape[0] == 5 and torch.isfinite(value).all(), key
     without_local = predict(fitted(name), FeatureBatch(global_=TEST.global_))
     assert without_local.local_logits is None
     torch.testing.assert_close(without_local.logits, out.logits)
@@ -213,7 +215,9 @@ def test_output_shapes_and_local_logits(name):
 def test_same_seed_same_logits(name):
     a, b = predict(fit_method(name, seed=3)), predict(fit_method(name, seed=3))
     assert torch.equal(a.logits, b.logits)
-    assert torch.equal(a.local_logits, b.local_logits)
+    assert (a.local_logits is None) == (b.local_logits is None)
+    assert a.local_logits is None or torch.equal(a.local_logits, b.local_logits)
+    assert a.extra.keys() == b.extra.keys() and all(torch.equal(a.extra[k], b.extra[k]) for k in a.extra)
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS.names() if fits_split(METHODS.get(n)) and n not in TUNERS])
@@ -242,7 +246,8 @@ def test_fit_learns_the_split(name):
     )
     cls = METHODS.get(name)
     names = {f.name for f in dataclasses.fields(cls.Config)}
-    cfg = make_config(cls, {k: v for k, v in {"epochs": 80, "lr": 0.01, "warmup_epochs": 0}.items() if k in names})
+    overrides = {"epochs": 80, "lr": 0.01, "warmup_epochs": 0, "negative_epochs": 5}
+    cfg = make_config(cls, {k: v for k, v in overrides.items() if k in names})
     method = cls(config=cfg, context=context())
     with torch.enable_grad():
         method.fit(data)
@@ -264,6 +269,25 @@ def test_fit_works_without_a_validation_part(name):
         m.fit(dataclasses.replace(data, val=empty, val_labels=torch.zeros(0, dtype=torch.long)))
     out = predict(m)
     assert out.logits.shape == (5, len(CLASSNAMES)) and torch.isfinite(out.logits).all()
+
+
+# Example extra arrays for scores that read one, [N, ...] from an output's logits [N, C]: negative-label
+# logits at 0 (a confident ID output beats them, a uniform one does not); AdaNeg's log OOD masses derived
+# from the logits. A score reading an array not listed here fails test_every_score_is_higher... below.
+EXAMPLE_EXTRA = {
+    "neg_logits": lambda logits: torch.zeros(len(logits), 200),
+    "neg_prompt_logits": lambda logits: torch.zeros(len(logits), 2 * logits.shape[1]),
+    "adaneg_log_ood_adapted": lambda logits: -logits.max(dim=1).values,
+    "adaneg_log_ood_vanilla": lambda logits: -logits.max(dim=1).values,
+}
+
+
+def with_extra(out: MethodOutput, spec) -> MethodOutput:
+    """`out` with the example extra arrays `spec`'s score reads."""
+    reads = spec.score.requires - {"local"}
+    missing = sorted(reads - set(EXAMPLE_EXTRA))
+    assert not missing, f"add an example for {missing} to EXAMPLE_EXTRA"
+    return dataclasses.replace(out, extra={k: EXAMPLE_EXTRA[k](out.logits) for k in reads})
 
 
 def score_input(out: MethodOutput, spec) -> ScoreInput:
@@ -288,8 +312,9 @@ def test_every_score_is_higher_for_confident_outputs(score):
     uniform = torch.zeros(1, 3)
     local_conf = confident[:, None].expand(1, PATCHES, 3).clone()
     local_unif = uniform[:, None].expand(1, PATCHES, 3).clone()
-    hi = spec.score(score_input(MethodOutput(logits=confident, logit_scale=scale, local_logits=local_conf), spec))
-    lo = spec.score(score_input(MethodOutput(logits=uniform, logit_scale=scale, local_logits=local_unif), spec))
+    hi_out = with_extra(MethodOutput(logits=confident, logit_scale=scale, local_logits=local_conf), spec)
+    lo_out = with_extra(MethodOutput(logits=uniform, logit_scale=scale, local_logits=local_unif), spec)
+    hi, lo = spec.score(score_input(hi_out, spec)), spec.score(score_input(lo_out, spec))
     assert hi.shape == (1,) and lo.shape == (1,)
     assert float(hi[0]) > float(lo[0])
 

@@ -12,6 +12,7 @@ logit scale (CLIP's 100); every score is higher-is-more-ID.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,6 +200,35 @@ def grouped_id_probability(
     sum_c softmax([id, group] / T)_c. g = 1 is the paper's ungrouped score (the NegLabel code's own
     ngroup=1 branch skips the softmax; CSP's code applies it, as here).
     """
+    lse_id, lse_neg = _group_logsumexps(id_logits, neg_logits, groups, temperature, permutation)
+    lse_all = torch.logaddexp(lse_id, lse_neg)  # [N, g]
+    return torch.exp(lse_id - lse_all).mean(dim=1)  # float64: ID scores sit within 1e-7 of 1
+
+
+def grouped_log_ood_mass(
+    *,
+    id_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    groups: int = 1,
+    temperature: float = 1.0,
+    permutation: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log(1 - s) [N] (float64) of the grouped score s of `grouped_id_probability`, computed without forming
+    1 - s: the log of the mean over groups of the softmax mass on the negative labels. ID scores sit within
+    1e-7 of 1, so s itself loses them in float32; this value keeps them (s = -expm1(value))."""
+    lse_id, lse_neg = _group_logsumexps(id_logits, neg_logits, groups, temperature, permutation)
+    lse_all = torch.logaddexp(lse_id, lse_neg)  # [N, g]
+    return torch.logsumexp(lse_neg - lse_all, dim=1) - math.log(groups)
+
+
+def _group_logsumexps(
+    id_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    groups: int,
+    temperature: float,
+    permutation: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """logsumexp of the ID logits [N, 1] and of each group of negative logits [N, g], all divided by T."""
     _check_matrix("id_logits", id_logits)
     _check_matrix("neg_logits", neg_logits)
     n, m = neg_logits.shape
@@ -217,9 +247,7 @@ def grouped_id_probability(
         neg = neg[:, perm]
     id_t = id_logits.double() / temperature
     neg_t = neg.double().reshape(n, groups, kept // groups) / temperature
-    lse_id = torch.logsumexp(id_t, dim=1, keepdim=True)  # [N, 1]
-    lse_all = torch.logaddexp(lse_id, torch.logsumexp(neg_t, dim=2))  # [N, g]
-    return torch.exp(lse_id - lse_all).mean(dim=1)  # float64: ID scores sit within 1e-7 of 1
+    return torch.logsumexp(id_t, dim=1, keepdim=True), torch.logsumexp(neg_t, dim=2)
 
 
 # ----------------------------------------------------------------------------------------------------------------
