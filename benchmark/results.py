@@ -308,6 +308,21 @@ TEXT_COLUMNS = tuple(n for n in COLUMNS if pa.types.is_string(SCHEMA.field(n).ty
 # what identifies a run: two runs (in one file or two) with the same run key are copies of one run
 RUN_KEY = ("suite", "suite_version", "backbone", "method", "config_hash", "shots", "seed")
 FILE_COLUMN = "_file"  # in a batch's frame: the index of the file each row came from
+# text that repeats on every row of a run and is only shown, never grouped by: kept as pandas Categorical in the
+# frames of many files (about 1 KB of every 1.5 KB row), so 250,000 rows take tens of MB, not hundreds
+PROVENANCE_CATEGORIES = (
+    "method_config",
+    "package_versions",
+    "dataset_hashes",
+    "git_commit",
+    "weights_sha256",
+    "tuned_weights_sha256",
+    "fewshot_hash",
+    "scores_sha256",
+    "oodbench_version",
+    "device",
+    "precision",
+)
 
 
 def text_limit(column: str) -> int:
@@ -438,6 +453,7 @@ class Parsed:
     version: int
     table: pa.Table | None
     problems: list[str] = field(default_factory=list)
+    rows: int = 0  # rows read (the table may have moved into a chunk: see TableChunks)
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -507,7 +523,7 @@ def parse_table(table: pa.Table) -> Parsed:
     if table.num_rows and table.schema.remove_metadata().equals(_version_schema(version)):  # what the harness writes
         try:
             table.validate(full=True)  # UTF-8 of every text column; the slow path below names a bad one
-            return Parsed(version, _unified(table.replace_schema_metadata(None), version), [])
+            return Parsed(version, _unified(table.replace_schema_metadata(None), version), [], table.num_rows)
         except pa.ArrowInvalid:
             pass
     names = table.column_names
@@ -556,7 +572,7 @@ def parse_table(table: pa.Table) -> Parsed:
             columns[name] = column
     if problems:
         return Parsed(version, None, problems)
-    return Parsed(version, pa.table(columns, schema=SCHEMA), [])
+    return Parsed(version, pa.table(columns, schema=SCHEMA), [], n)
 
 
 def parse_bytes(data: bytes, *, max_rows: int) -> Parsed:
@@ -944,6 +960,37 @@ def encode_text(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
+class TableChunks:
+    """Parsed files' tables gathered into dictionary-encoded chunks of CHUNK_FILES files, so that reading
+    10,000 small files costs memory in proportion to their rows, not their number (each small Arrow table
+    and its reader cost about 100 KB)."""
+
+    CHUNK_FILES = 256
+
+    def __init__(self) -> None:
+        self.chunks: list[pa.Table] = []
+        self._pending: list[pa.Table] = []
+
+    def add(self, parsed: Parsed) -> Parsed:
+        """Keep `parsed`'s rows; returns it without its table (its row count stays)."""
+        if parsed.table is None:
+            return parsed
+        self._pending.append(parsed.table)
+        if len(self._pending) >= self.CHUNK_FILES:
+            self._flush()
+        return Parsed(parsed.version, None, parsed.problems, parsed.rows)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.chunks.append(encode_text(pa.concat_tables(self._pending)))
+            self._pending = []
+
+    def table(self) -> pa.Table:
+        """Every kept row, in the order the files were added."""
+        self._flush()
+        return pa.concat_tables(self.chunks) if self.chunks else encode_text(SCHEMA.empty_table())
+
+
 @dataclass
 class Batch:
     """Many files validated together: one Validation per file (in input order; rows not attached), and the rows
@@ -955,9 +1002,11 @@ class Batch:
     owner: np.ndarray
 
     def rows(self, mask: np.ndarray | None = None) -> pd.DataFrame:
-        """The rows (all, or those of `mask`) as a frame in the schema's types, with FILE_COLUMN."""
+        """The rows (all, or those of `mask`) as a frame in the schema's types, with FILE_COLUMN; the bulky
+        provenance text (PROVENANCE_CATEGORIES) stays encoded, as pandas Categorical columns."""
         table, owner = (self.table, self.owner) if mask is None else (self.table.filter(mask), self.owner[mask])
-        df = table.cast(SCHEMA).to_pandas(split_blocks=True, self_destruct=True)
+        target = pa.schema([f if f.name in PROVENANCE_CATEGORIES else SCHEMA.field(f.name) for f in table.schema])
+        df = table.cast(target).to_pandas(split_blocks=True, self_destruct=True)
         df[FILE_COLUMN] = owner
         return df
 
@@ -969,6 +1018,8 @@ class Batch:
     def file_rows(self, i: int) -> pd.DataFrame:
         """The rows of file `i`, in the columns of its own schema version (empty if it could not be read)."""
         frame = self.rows(self.owner == i).drop(columns=[FILE_COLUMN])
+        for c in PROVENANCE_CATEGORIES:  # one file: plain text, as read_results gives it
+            frame[c] = frame[c].astype(str)  # missing values stay missing
         if frame.empty:
             return frame
         return frame[list(required(int(frame["schema_version"].iloc[0])))]
@@ -986,17 +1037,21 @@ def validate_parsed(
     """Validate many parsed files at once: (path, sha256, Parsed) each; `names` are how problems name other files
     (default: the paths). The value checks run once over the rows of all files; every problem names its file.
     With `across_files`, copies of a run in two files are problems of both (cross_file_problems). `table` may
-    give the parsed tables already concatenated in item order (a cache that holds them as one table)."""
+    give the rows of every item, one after the other in item order (TableChunks, or a cache that holds them
+    as one table); the items' own tables are then not used, only their row counts."""
     if scores is not None and not isinstance(scores, KnownScores):
         scores = KnownScores(scores)
     names = [str(p) for p, _, _ in items] if names is None else list(names)
     checks = [Validation(Path(p), list(parsed.problems), None, [], sha) for p, sha, parsed in items]
-    tables = [(i, parsed.table) for i, (_, _, parsed) in enumerate(items) if parsed.table is not None]
-    owner = np.repeat(np.array([i for i, _ in tables], dtype=np.int64), [t.num_rows for _, t in tables])
+    counts = [parsed.rows for _, _, parsed in items]
+    owner = np.repeat(np.arange(len(items), dtype=np.int64), counts)
     if table is None:
-        table = pa.concat_tables([t for _, t in tables]) if tables else SCHEMA.empty_table()
+        tables = [parsed.table for _, _, parsed in items if parsed.table is not None]
+        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     table = encode_text(table)
-    if not tables:
+    if table.num_rows != len(owner):
+        raise ValueError(f"the table has {table.num_rows} rows, the items {len(owner)}")
+    if not len(owner):
         return Batch(checks, table, owner)
     df = table.to_pandas(split_blocks=True)
     df[FILE_COLUMN] = owner
@@ -1027,14 +1082,16 @@ def validate_files(
 ) -> Batch:
     """Read and validate many result files at once (see validate_parsed); never raises for a bad file."""
     limit = max_rows_per_file(suites)
-    items = []
+    items, chunks = [], TableChunks()
     for path in paths:
         data, problem = read_file(path, max_rows=limit)
         if data is None:
             items.append((Path(path), None, Parsed(-1, None, [problem or "unreadable"])))
         else:
-            items.append((Path(path), hashlib.sha256(data).hexdigest(), parse_bytes(data, max_rows=limit)))
-    return validate_parsed(items, suites=suites, scores=scores, names=names, across_files=across_files)
+            items.append((Path(path), hashlib.sha256(data).hexdigest(), chunks.add(parse_bytes(data, max_rows=limit))))
+    return validate_parsed(
+        items, suites=suites, scores=scores, names=names, across_files=across_files, table=chunks.table()
+    )
 
 
 def validate_frame(

@@ -13,10 +13,14 @@ At 1x that is the 106 committed runs; at 10x 1,060 files and 3x the entries (up 
 publishes all of them. The folders are written once under --work (default: a folder in the system's
 temporary folder) and reused by later invocations.
 
-Each build runs in a fresh Python process (so imports and peak memory belong to that build alone);
-the report gives, per scale, the median over --repeats of the build's own time (`build_site`, without
-the interpreter start), the median wall time of the whole process, and the median peak resident memory
-of that process (ru_maxrss; it includes the interpreter and pandas/pyarrow, about 150 MB).
+Each build runs in a fresh Python process (so imports and peak memory belong to that build alone). For
+each scale the report gives the median over --repeats of the build's own time (`build_site`, without the
+interpreter start) cold (no parse cache: every file parsed) and warm (leaderboard.parsed_cache filled by
+an earlier build of the same files; every file is still read, hashed and validated), the warm build's CPU
+time (on a shared machine the wall time also counts the wait for a core), the peak resident memory of the
+process (ru_maxrss; it includes the interpreter and pandas/pyarrow, about 150 MB), and the wall time per
+part of the build (BuildReport.phases: read and validate, aggregate, downloads, pages). The load average
+is printed at the end.
 
     nice -n 10 python -m benchmarks.site_build                      # 1x, 10x, 100x; 3 repeats
     python -m benchmarks.site_build --scales 1 10 --repeats 5
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -50,12 +55,12 @@ import json, resource, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 from leaderboard.build import build_site
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 cache = Path(sys.argv[3]) if len(sys.argv) > 3 else None
 report = build_site(results_dir=Path(sys.argv[1]), out=Path(sys.argv[2]), cache_dir=cache)
-t2 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "build_s": t2 - t1, "files": report.n_files, "rows": report.n_rows,
-                  "entries": report.n_entries, "skipped": len(report.skipped),
+t2, c2 = time.perf_counter(), time.process_time()
+print(json.dumps({"import_s": t1 - t0, "build_s": t2 - t1, "cpu_s": c2 - c1, "files": report.n_files,
+                  "rows": report.n_rows, "entries": report.n_entries, "skipped": len(report.skipped),
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "phases": report.phases}))
 """
 
@@ -134,7 +139,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "oodbench-site-build")
     args = parser.parse_args()
     print(
-        f"{'scale':>5} {'files':>7} {'rows':>8} {'entries':>8} {'cold s':>7} {'warm s':>7} {'process s':>9} "
+        f"{'scale':>5} {'files':>7} {'rows':>8} {'entries':>8} {'cold s':>7} {'warm s':>7} {'warm cpu s':>10} "
         f"{'peak MB':>8}"
     )
     for scale in args.scales:
@@ -151,17 +156,21 @@ def main() -> None:
             f"{scale:>4}x {first['files']:>7} {first['rows']:>8} {first['entries']:>8} "
             f"{statistics.median(r['build_s'] for r in cold):>7.2f} "
             f"{statistics.median(r['build_s'] for r in warm):>7.2f} "
-            f"{statistics.median(r['wall_s'] for r in warm):>9.2f} "
+            f"{statistics.median(r['cpu_s'] for r in warm):>10.2f} "
             f"{statistics.median(r['peak_mb'] for r in warm + cold):>8.0f}",
             flush=True,
         )
         for name, runs in (("cold", cold), ("warm", warm)):
             times = ", ".join(f"{r['build_s']:.2f}" for r in runs)
+            cpu = ", ".join(f"{r['cpu_s']:.2f}" for r in runs)
             peaks = ", ".join(f"{r['peak_mb']:.0f}" for r in runs)
             parts = ", ".join(
                 f"{k} {statistics.median(r['phases'].get(k, 0.0) for r in runs):.2f}" for k in runs[0]["phases"]
             )
-            print(f"      {name} builds (s): {times}; peak MB: {peaks}; median per part (s): {parts}", flush=True)
+            print(
+                f"      {name}: wall s {times}; cpu s {cpu}; peak MB {peaks}; median wall per part: {parts}", flush=True
+            )
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from benchmark.results import (
     FILE_COLUMN,
     SCHEMA,
     Parsed,
-    encode_text,
+    TableChunks,
     max_rows_per_file,
     parse_bytes,
     read_file,
@@ -110,39 +110,24 @@ def _result_inputs(root: Path, skipped: list[Skipped]) -> list[Path]:
     return sorted(chosen.values())
 
 
-def _parse(
-    paths: list[Path], cache: ParsedCache, limit: int
-) -> tuple[list[tuple[Path, str | None, Parsed]], list[bool]]:
-    """(path, sha256, Parsed) per file, and whether each parse came from the cache."""
-    items, hits = [], []
+def _parse(paths: list[Path], cache: ParsedCache, limit: int) -> tuple[list[tuple[Path, str | None, Parsed]], pa.Table]:
+    """(path, sha256, Parsed) per file, the cache hits first, and the rows of all of them in that order as one
+    table: the hits' rows taken from the cache in one piece, the new files' gathered in chunks (TableChunks)."""
+    hits, fresh, chunks = [], [], TableChunks()
     for path in paths:
         data, problem = read_file(path, max_rows=limit)
         if data is None:
-            items.append((path, None, Parsed(-1, None, [problem or "unreadable"])))
-            hits.append(False)
+            fresh.append((path, None, Parsed(-1, None, [problem or "unreadable"])))
             continue
         sha = hashlib.sha256(data).hexdigest()
         parsed = cache.get(sha)
-        hits.append(parsed is not None)
-        if parsed is None:
-            parsed = parse_bytes(data, max_rows=limit)
-            cache.put(sha, parsed)
-        items.append((path, sha, parsed))
-    return items, hits
-
-
-def _combined(items: list, hits: list[bool], cache: ParsedCache) -> tuple[list, pa.Table]:
-    """The items reordered with the cache hits first, and all their rows as one table in that order: the hits'
-    rows come from the cache in one piece, only the new files' rows are concatenated."""
-    first = [i for i, (_, _, p) in enumerate(items) if hits[i] and p.table is not None]
-    taken = set(first)
-    rest = [i for i in range(len(items)) if i not in taken]
-    fresh = [items[i][2].table for i in rest if items[i][2].table is not None]
-    parts = ([cache.take([items[i][1] for i in first])] if first else []) + (
-        [encode_text(pa.concat_tables(fresh))] if fresh else []
-    )
-    table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
-    return [items[i] for i in first + rest], table
+        if parsed is not None:
+            (hits if parsed.rows else fresh).append((path, sha, parsed))
+        else:
+            fresh.append((path, sha, chunks.add(parse_bytes(data, max_rows=limit))))
+    parts = [cache.take([sha for _, sha, _ in hits])] if hits else []
+    table = pa.concat_tables([*parts, chunks.table()])
+    return hits + fresh, table
 
 
 def _verification(
@@ -213,13 +198,11 @@ def collect(results_dir: Path, *, allowed_signers: Path | None = None, cache_dir
     paths = _result_inputs(root, skipped)
     n_files = len(paths) + len(skipped)
     cache = ParsedCache(cache_dir)
-    items, hits = _parse(paths, cache, max_rows_per_file(suites))
-    cache.save({sha: parsed for _, sha, parsed in items if sha is not None})
-    items, table = _combined(items, hits, cache)
+    items, table = _parse(paths, cache, max_rows_per_file(suites))
+    cache.save([(sha, parsed) for _, sha, parsed in items], table)
     rels = [_rel(p, root) for p, _, _ in items]
     batch = validate_parsed(items, suites=suites, scores=registered_scores(), names=rels, table=table)
-    del table
-    del items  # the parsed tables: the frame holds the rows now
+    del table, items
     skipped += [Skipped(rels[i], c.problems) for i, c in enumerate(batch.checks) if not c.ok]
     shas = [c.sha256 for c in batch.checks]
     rows = batch.valid_rows()

@@ -41,14 +41,15 @@ def fingerprint() -> str:
 
 
 class ParsedCache:
-    """Parsed result files by the sha256 of their bytes; `get` before parsing, `put` after, `save` at the end."""
+    """Parsed result files by the sha256 of their bytes: `get` before parsing, `take` the hits' rows, `save` at
+    the end."""
 
     def __init__(self, cache_dir: Path | None) -> None:
         self.path = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
         self._fingerprint = fingerprint() if self.path else ""
         self._index: dict[str, dict] = {}
         self._table: pa.Table | None = None
-        self._new: dict[str, Parsed] = {}
+        self.missed = False  # a file was parsed anew: the cache is rewritten
         self.hits = 0
         if self.path is not None and self.path.is_file():
             self._load()
@@ -59,22 +60,23 @@ class ParsedCache:
             table = pq.read_table(self.path, read_dictionary=text)  # text stays encoded: fast and small
             meta = json.loads((table.schema.metadata or {}).get(INDEX_KEY, b"{}"))
             if meta.get("fingerprint") != self._fingerprint or table.column_names != SCHEMA.names:
+                self.missed = True
                 return
             self._index, self._table = meta["files"], table.replace_schema_metadata(None)
         except Exception:  # noqa: BLE001 - an unreadable cache is ignored and rewritten
             self._index, self._table = {}, None
 
     def get(self, sha256: str) -> Parsed | None:
-        """The cached parse of the file whose bytes have this sha256 (its table, if any, has dictionary-encoded
-        text: concatenate hits with `take`), or None."""
+        """The cached parse of the file whose bytes have this sha256 (without its table: `take` gives the rows
+        of many hits as one table), or None."""
         entry = self._index.get(sha256)
         if entry is None:
+            self.missed = True
             return None
         self.hits += 1
         if "problems" in entry:
             return Parsed(entry["version"], None, list(entry["problems"]))
-        assert self._table is not None
-        return Parsed(entry["version"], self._table.slice(entry["start"], entry["rows"]), [])
+        return Parsed(entry["version"], None, [], entry["rows"])
 
     def take(self, shas: list[str]) -> pa.Table:
         """The cached rows of these files (each a hit with rows), one after the other, as one table."""
@@ -85,25 +87,22 @@ class ParsedCache:
         indices = np.concatenate([np.arange(a, a + n) for a, n in spans]) if spans else np.zeros(0, np.int64)
         return self._table.take(pa.array(indices))
 
-    def put(self, sha256: str, parsed: Parsed) -> None:
-        if self.path is not None:
-            self._new[sha256] = parsed
-
-    def save(self, parsed: dict[str, Parsed]) -> None:
-        """Write the cache anew with `parsed` (sha256 -> Parsed: this build's files) when anything was new.
-        A cache that cannot be written costs the next build time, nothing else."""
-        if self.path is None or not self._new:
+    def save(self, items: list[tuple[str | None, Parsed]], table: pa.Table) -> None:
+        """Write the cache anew, when a file was not in it: `items` (sha256, Parsed) are this build's files, and
+        `table` their rows one after the other in that order. A cache that cannot be written costs the next
+        build time, nothing else."""
+        if self.path is None or not self.missed:
             return
         index: dict[str, dict] = {}
-        tables, start = [], 0
-        for sha, p in parsed.items():
-            if p.table is None:
-                index[sha] = {"version": p.version, "problems": p.problems}
+        start = 0
+        for sha, p in items:
+            if sha is None:
+                continue
+            if p.rows:
+                index[sha] = {"version": p.version, "start": start, "rows": p.rows}
+                start += p.rows
             else:
-                index[sha] = {"version": p.version, "start": start, "rows": p.table.num_rows}
-                tables.append(p.table.cast(SCHEMA))  # a hit's text is dictionary-encoded
-                start += p.table.num_rows
-        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+                index[sha] = {"version": p.version, "problems": p.problems}
         meta = json.dumps({"fingerprint": self._fingerprint, "files": index}, separators=(",", ":")).encode()
         try:
             with atomic_path(self.path) as tmp:
