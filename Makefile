@@ -10,10 +10,13 @@ install:
 install-test:
 	$(PIP) install -q -e ".[test]"
 
-# Headless Chromium and its driver from Debian, for the leaderboard's browser tests.
+# Headless Chromium and its driver from Debian, for the leaderboard's browser tests; OpenSSH's ssh-keygen
+# (Debian's openssh-client), which signs and checks verification records.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	@command -v ssh-keygen >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client; }
 
 demo: install
 	oodbench demo

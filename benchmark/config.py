@@ -24,6 +24,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 IMAGE_PIPELINES = ("tensor", "pil")  # how extraction decodes and resizes images (benchmark/imagepipe.py)
 IMAGE_PIPELINE_ENV = "OODBENCH_IMAGE_PIPELINE"  # the default pipeline when Execution.image_pipeline is None
 DEFAULT_IMAGE_PIPELINE = "tensor"
+CACHE_ENV = "OODBENCH_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """The cache folder when none is given: $OODBENCH_CACHE, else $XDG_CACHE_HOME/oodbench (~/.cache/oodbench)."""
+    if CACHE_ENV in os.environ:
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
+    return base / "oodbench"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 
 from benchmark.atomic import atomic_path, save_npy_atomic, write_json_atomic
 from benchmark.backbones import Backbone
-from benchmark.config import DEFAULT_EXECUTION, PRECISIONS
+from benchmark.config import CACHE_ENV, DEFAULT_EXECUTION, PRECISIONS, default_cache_dir  # noqa: F401 - default_cache_dir re-exported
 from benchmark.data import LoadedDataset
 from benchmark.distributed import all_agree, barrier, rank_world
 from benchmark.encoders import FEATURE_KINDS
@@ -32,16 +33,8 @@ from benchmark.hashing import sha256_file
 from benchmark.imagepipe import ImageBatches, TensorTransform, resolve_pipeline
 from benchmark.progress import Progress
 
-CACHE_ENV = "OODBENCH_CACHE"
 BLOCK_SIZE = 4096
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # one per benchmark.config.PRECISIONS
-
-
-def default_cache_dir() -> Path:
-    if CACHE_ENV in os.environ:
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
-    return base / "oodbench"
 
 
 @dataclass(frozen=True)
@@ -121,9 +114,16 @@ def _encode_blocks(
     num_workers: int,
     progress,
     transform: TensorTransform | None = None,
+    sink: Callable[[int, np.ndarray], None] | None = None,
 ) -> None:
-    """Encode `blocks` (index -> image range) with one loader, saving each block atomically when complete: the
-    fast tensor pipeline (`transform`, decoding in max(1, num_workers) threads) or the PIL DataLoader."""
+    """Encode `blocks` (index -> image range) with one loader, handing each block to `sink` when complete (by
+    default: saved atomically under `block_dir`): the fast tensor pipeline (`transform`, decoding in
+    max(1, num_workers) threads) or the PIL DataLoader."""
+    if sink is None:
+
+        def sink(i: int, array: np.ndarray) -> None:
+            save_npy_atomic(_block_path(block_dir, i), array)
+
     encoder = FEATURE_KINDS.get(kind)
     image_transform = getattr(encoder, "image_transform", None)  # augmented views: decoded images, own transform
     device = backbone.device
@@ -152,7 +152,7 @@ def _encode_blocks(
             pending.append(feats.float().cpu().numpy().astype(np.float16))
             progress.advance(len(images))
             if j + 1 == len(batches) or owner[j + 1] != owner[j]:
-                save_npy_atomic(_block_path(block_dir, owner[j]), np.concatenate(pending))
+                sink(owner[j], np.concatenate(pending))
                 pending = []
 
 
@@ -260,24 +260,81 @@ def extract_features(
     cached = _load_final(folder, key, n)
     if all_agree(cached is not None):
         return Features(cached, True, final)
+    progress = progress or Progress(enabled=False)
+    blocks = [range(s, min(s + block_size, n)) for s in range(0, n, block_size)]
+
+    def encode(todo: dict[int, range], sink: Callable[[int, np.ndarray], None] | None, task) -> None:
+        """Encode `todo`; out of device memory, halve the batch (finished blocks are kept) until it fits."""
+        nonlocal batch_size
+        while todo:
+            try:
+                _encode_blocks(
+                    backbone,
+                    dataset,
+                    todo,
+                    folder / "blocks",
+                    kind=kind,
+                    precision=precision,
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    progress=task,
+                    transform=transform,
+                    sink=sink,
+                )
+                return
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise OodbenchError(
+                        f"Encoding {dataset.spec.name!r} runs out of device memory even one image at "
+                        f"a time; use a device with more memory or --precision bf16."
+                    ) from None
+                batch_size //= 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                warnings.warn(f"Out of device memory; continuing with --batch-size {batch_size}.", stacklevel=3)
+                if sink is None:
+                    todo = {
+                        i: b for i, b in todo.items() if _read_block(_block_path(folder / "blocks", i), len(b)) is None
+                    }
+
+    try:
+        return _extract_into_cache(folder, key, dataset, blocks, encode, progress=progress, kind=kind)
+    except OSError as err:  # the cache is an optimisation: read-only, full or impossible to create
+        if world > 1:
+            raise OodbenchError(
+                f"Cannot write the feature cache {folder} ({err.strerror}); under torchrun the ranks share "
+                f"features through it, so pass --cache-dir (or set {CACHE_ENV}) to a writable shared folder."
+            ) from None
+        warnings.warn(
+            f"Cannot write the feature cache {folder} ({err.strerror}); encoding {dataset.spec.name!r} in memory "
+            f"for this run only. Pass --cache-dir (or set {CACHE_ENV}) to a writable folder to keep them.",
+            stacklevel=2,
+        )
+    parts: dict[int, np.ndarray] = {}
+    with progress.task(f"encode {dataset.spec.name} ({kind}, not cached)", total=n) as task:
+        encode(dict(enumerate(blocks)), parts.__setitem__, task)
+    array = np.concatenate([parts[i] for i in range(len(blocks))]) if blocks else np.zeros((0,), np.float16)
+    return Features(array, False, final)
+
+
+def _extract_into_cache(
+    folder: Path, key: FeatureKey, dataset: LoadedDataset, blocks: list[range], encode, *, progress, kind: str
+) -> Features:
+    """Encode the missing blocks into the cache (resumable, sharded under torchrun), assemble and load the
+    file. Raises OSError when the cache cannot be written."""
+    final = folder / "features.npy"
+    n = len(dataset)
+    rank, world = rank_world()
     if rank == 0 and final.exists():
         warnings.warn(
             f"The feature cache {final} is incomplete or damaged (size, shape or checksum differs from "
             f"its meta.json); encoding {dataset.spec.name!r} again.",
-            stacklevel=2,
+            stacklevel=3,
         )
         final.unlink()
         (folder / "meta.json").unlink(missing_ok=True)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OodbenchError(
-            f"Cannot create the feature cache folder {folder}: {err.strerror}. "
-            f"Pass --cache-dir (or set {CACHE_ENV}) to a writable folder."
-        ) from None
+    folder.mkdir(parents=True, exist_ok=True)
     barrier()
-    progress = progress or Progress(enabled=False)
-    blocks = [range(s, min(s + block_size, n)) for s in range(0, n, block_size)]
     block_dir = folder / "blocks"
     mine = {i: blocks[i] for i in range(len(blocks)) if i % world == rank}
     todo = {i: b for i, b in mine.items() if _read_block(_block_path(block_dir, i), len(b)) is None}
@@ -286,32 +343,7 @@ def extract_features(
         total=sum(map(len, mine.values())),
         completed=sum(len(b) for i, b in mine.items() if i not in todo),
     ) as task:
-        while todo:
-            try:
-                _encode_blocks(
-                    backbone,
-                    dataset,
-                    todo,
-                    block_dir,
-                    kind=kind,
-                    precision=precision,
-                    batch_size=batch_size,
-                    num_workers=num_workers,
-                    progress=task,
-                    transform=transform,
-                )
-                todo = {}
-            except torch.OutOfMemoryError:
-                if batch_size == 1:
-                    raise OodbenchError(
-                        f"Encoding {dataset.spec.name!r} runs out of device memory even one image at "
-                        f"a time; use a device with more memory or --precision bf16."
-                    ) from None
-                batch_size //= 2  # finished blocks are kept; retry the rest with a batch that fits
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                warnings.warn(f"Out of device memory; continuing with --batch-size {batch_size}.", stacklevel=2)
-                todo = {i: b for i, b in todo.items() if _read_block(_block_path(block_dir, i), len(b)) is None}
+        encode(todo, None, task)
     barrier()
     if rank == 0:
         _assemble(folder, block_dir, blocks, key)
@@ -336,6 +368,143 @@ def class_text_embeddings(model, tokenizer, classnames: list[str], templates: li
         emb = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1).mean(0)
         rows.append(torch.nn.functional.normalize(emb, dim=-1))
     return torch.stack(rows)
+
+
+# ---------------------------------------------------------------- `oodbench cache verify`
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One thing `verify_cache` looked at: what it is, whether it is intact, and whether it was removed."""
+
+    path: Path
+    kind: str  # features | blocks | text | outputs | backbone | site | temporary
+    ok: bool
+    detail: str = ""
+    removed: bool = False
+
+
+def _check_features(meta_path: Path) -> str | None:
+    """Why a cached feature file does not match its meta.json (read in full: sha256 of every byte), or None."""
+    meta = json.loads(meta_path.read_text())
+    final = meta_path.parent / "features.npy"
+    key = FeatureKey(**{f: meta[f] for f in FeatureKey.__dataclass_fields__})
+    if key.digest() != meta["digest"]:
+        return "meta.json does not describe its own key"
+    if not final.exists():
+        return "features.npy is missing"
+    arr = np.load(final, mmap_mode="r")
+    if list(arr.shape) != meta["shape"] or arr.dtype != np.float16:
+        return f"shape {list(arr.shape)} {arr.dtype}, meta.json says {meta['shape']} float16"
+    if final.stat().st_size != meta["bytes"]:
+        return f"{final.stat().st_size} bytes, meta.json says {meta['bytes']}"
+    if sha256_file(final) != meta["sha256"]:
+        return "its sha256 differs from meta.json's: the file was changed after it was written"
+    return None
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Is the process that is writing the atomic-write temporary file `tmp` (`.<name>.<pid>.<token>.tmp`) alive?"""
+    parts = tmp.name.rsplit(".", 3)
+    try:
+        os.kill(int(parts[-3]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def verify_cache(cache_dir: Path, *, repair: bool = True) -> list[CacheEntry]:
+    """Check everything in an oodbench cache folder, re-reading every byte, and (with `repair`) remove what is
+    damaged so that the next run rebuilds it.
+
+    Loading a feature file checks its size, shape and (only when its modification time changed) its sha256;
+    same-size corruption with the time restored passes that check, so this re-hashes every feature file
+    against its meta.json (and records the current time of the intact ones). It also reads back the blocks of
+    interrupted extractions, the text-feature cache (shape, finite values), the output cache (every array of
+    every .npz, whose zip CRC-32 catches bit flips), remembered backbone identities, the site builder's parse
+    cache, and removes temporary files whose writer is gone."""
+    root = Path(cache_dir)
+    found: list[CacheEntry] = []
+
+    def damaged(path: Path, kind: str, detail: str, *remove: Path) -> None:
+        if repair:
+            for p in remove:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        found.append(CacheEntry(path, kind, False, detail, removed=repair))
+
+    for meta_path in sorted(root.glob("features/**/meta.json")):
+        final = meta_path.parent / "features.npy"
+        try:
+            problem = _check_features(meta_path)
+        except Exception as err:  # noqa: BLE001 - garbled meta.json or .npy header
+            problem = f"unreadable ({type(err).__name__}: {err})"
+        if problem:
+            damaged(final, "features", problem, final, meta_path)
+            continue
+        found.append(CacheEntry(final, "features", True))
+        meta = json.loads(meta_path.read_text())
+        if repair and final.stat().st_mtime_ns != meta.get("mtime_ns"):
+            with contextlib.suppress(OSError):  # hashed just now: later loads may take the shortcut again
+                write_json_atomic(meta_path, {**meta, "mtime_ns": final.stat().st_mtime_ns})
+    for final in sorted(root.glob("features/**/features.npy")):
+        if not (final.parent / "meta.json").exists():
+            damaged(final, "features", "no meta.json: the file was never completed", final)
+    for block in sorted(root.glob("features/**/blocks/*.npy")):
+        try:
+            ok = np.load(block, mmap_mode="r").dtype == np.float16
+        except Exception:  # noqa: BLE001 - numpy raises several types for a garbled file
+            ok = False
+        if ok:
+            found.append(
+                CacheEntry(block, "blocks", True, "a block of an interrupted extraction (the next run resumes)")
+            )
+        else:
+            damaged(block, "blocks", "unreadable block of an interrupted extraction", block)
+    for path in sorted(root.glob("text/*.npy")):
+        try:
+            arr = np.load(path)
+            problem = None if arr.ndim == 2 and np.isfinite(arr).all() else f"shape {arr.shape} or non-finite values"
+        except Exception as err:  # noqa: BLE001
+            problem = f"unreadable ({type(err).__name__})"
+        if problem:
+            damaged(path, "text", problem, path)
+        else:
+            found.append(CacheEntry(path, "text", True))
+    for meta_path in sorted(root.glob("outputs/*/*/meta.json")):
+        folder = meta_path.parent
+        try:
+            json.loads(meta_path.read_text())["digest"]
+            for npz in sorted(folder.glob("*.npz")):
+                with np.load(npz) as z:
+                    for name in z.files:
+                        z[name]  # reading a member checks its CRC-32
+            found.append(CacheEntry(folder, "outputs", True))
+        except Exception as err:  # noqa: BLE001 - zipfile, numpy and json raise many types
+            damaged(folder, "outputs", f"unreadable ({type(err).__name__}: {err})", folder)
+    for path in sorted(root.glob("backbones/*.json")):
+        try:
+            record = json.loads(path.read_text())
+            problem = None if isinstance(record, dict) and "weights_sha256" in record else "not an identity record"
+        except Exception as err:  # noqa: BLE001
+            problem = f"unreadable ({type(err).__name__})"
+        if problem:
+            damaged(path, "backbone", problem, path)
+        else:
+            found.append(CacheEntry(path, "backbone", True))
+    for path in sorted(root.glob("site/*.parquet")):
+        try:
+            import pyarrow.parquet as pq
+
+            pq.read_table(path)
+            found.append(CacheEntry(path, "site", True))
+        except Exception as err:  # noqa: BLE001
+            damaged(path, "site", f"unreadable ({type(err).__name__})", path)
+    for tmp in sorted(root.rglob(".*.tmp")):
+        if tmp.is_file() and not _writer_alive(tmp):
+            damaged(tmp, "temporary", "left by a write that was interrupted", tmp)
+    return found
 
 
 def text_features(backbone: Backbone, classnames: list[str], templates: list[str], *, cache_dir: Path) -> torch.Tensor:

@@ -4,7 +4,8 @@
 backbone, method + method_config, shots, seed, scores with their parameters) and runs it with the
 entry's precision through the same harness stages as `oodbench run`, into a
 temporary folder, compares every metric row by row within an absolute tolerance (counts exactly),
-and writes `<record_dir>/<run_id>.json` atomically. Differences in code or data provenance
+and writes `<record_dir>/<sha256 of the file, first 16 hex digits>-<run_id>.json` atomically (a second
+file that holds the same run_id gets its own record). Differences in code or data provenance
 (oodbench version, git commit, weights, dataset and few-shot hashes, config hash) are warnings: they
 explain a mismatch but do not by themselves fail a reproduction. The leaderboard marks a run
 verified only when its record says so and names the sha256 of the very file it checked.
@@ -29,7 +30,7 @@ from benchmark.config import DEFAULT_EXECUTION, DEFAULT_RECORD_DIR, DEFAULT_TOLE
 from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
 from benchmark.progress import Progress
-from benchmark.records import RECORD_FORMAT, write_record
+from benchmark.records import RECORD_FORMAT, record_name, write_record
 from benchmark.results import COUNT_COLUMNS, METRIC_COLUMNS, registered_suites, validate_file, weights_path
 from methods.scores import spec_from_row
 
@@ -235,7 +236,8 @@ def reproduce_file(
                 "package_versions": json.loads(r["package_versions"]),
             },
         }
-        record_path = write_record(Path(record_dir) / f"{run_id}.json", record)
+        name = record_name(entry_sha256=entry_sha, run_id=str(run_id))  # per file: never over another file's record
+        record_path = write_record(Path(record_dir) / name, record)
         out.append(
             Reproduction(
                 run_id=str(run_id),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import time
@@ -27,9 +26,10 @@ from benchmark.errors import OodbenchError
 from benchmark.results import SCHEMA, registered_suites, to_table
 from leaderboard.aggregate import ENTRY_KEY, PER_SET, all_entries, entry_id, id_acc_table, per_set_table
 from leaderboard.collect import Inputs, Skipped, collect
-from leaderboard.csv_safety import escape_frame
+from leaderboard.csv_safety import escape_frame, write_csv
 from leaderboard.plots import Series, colour, line_chart, scatter_chart
 from leaderboard.reported import GROUP_MEAN
+from leaderboard.sitedir import swap_into_place, temporary_site
 
 PACKAGE = Path(__file__).parent
 MARKER = ".oodbench-site"  # only a folder holding this file is ever replaced by a build
@@ -68,6 +68,7 @@ class BuildReport:
     n_suites: int
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per part of the build
 
 
 def _missing(x: object) -> bool:
@@ -127,7 +128,7 @@ def _suite_info(name: str, entries: pd.DataFrame, inputs: Inputs) -> dict:
     spec = registered_suites().get(name)
     mine = entries[entries["suite"] == name] if not entries.empty else entries
     measured = mine[mine["kind"] == "measured"] if not mine.empty else mine
-    runs = inputs.rows[inputs.rows["suite"] == name]["run_id"].unique() if not inputs.rows.empty else []
+    runs = inputs.runs.loc[inputs.runs["suite"] == name, "run_id"].tolist()  # one row per run: no rescan of rows
     reported = inputs.reported[inputs.reported["suite"] == name] if not inputs.reported.empty else inputs.reported
     return {
         "name": name,
@@ -339,26 +340,10 @@ def _entry_page(
 
 def _write_downloads(inputs: Inputs, folder: Path) -> None:
     folder.mkdir(parents=True)
-    rows = inputs.rows
-    pq.write_table(to_table(rows) if len(rows) else SCHEMA.empty_table(), folder / "oodbench-results.parquet")
-    csv_rows = rows.copy()
-    if "created_at" in csv_rows:
-        csv_rows["created_at"] = csv_rows["created_at"].map(lambda t: t.isoformat())
-    escape_frame(csv_rows).to_csv(folder / "oodbench-results.csv", index=False)  # no cell runs as a formula
+    table = to_table(inputs.rows) if len(inputs.rows) else SCHEMA.empty_table()
+    pq.write_table(table, folder / "oodbench-results.parquet")
+    write_csv(table, folder / "oodbench-results.csv")  # no cell runs as a formula
     escape_frame(inputs.reported).to_csv(folder / "reported.csv", index=False)
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.replace(old)
-    try:
-        tmp.replace(out)
-    except OSError:
-        if old.exists():
-            old.replace(out)  # put the earlier build back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_suite(
@@ -396,8 +381,14 @@ def _write_suite(
         (folder / f"entry-{entry}.html").write_text(html, encoding="utf-8")
 
 
-def build_site(*, results_dir: Path, out: Path) -> BuildReport:
-    """Validate everything under `results_dir` and write the static site to `out` (replacing an older build)."""
+def build_site(
+    *, results_dir: Path, out: Path, allowed_signers: Path | None = None, cache_dir: Path | None = None
+) -> BuildReport:
+    """Validate everything under `results_dir` and write the static site to `out` (replacing an older build).
+
+    Verification records are checked against `allowed_signers` (default `<results_dir>/allowed_signers`);
+    with `cache_dir`, parsed result files are cached there by sha256 (leaderboard.parsed_cache). The site is
+    written into a locked temporary folder beside `out` that no way out leaves behind (leaderboard.sitedir)."""
     start = time.perf_counter()
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
@@ -405,7 +396,17 @@ def build_site(*, results_dir: Path, out: Path) -> BuildReport:
             f"{out} exists and is not an oodbench site (it has no {MARKER} file); refusing to "
             f"replace it. Pass --out with a new or empty folder."
         )
-    inputs = collect(Path(results_dir))
+    phases: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - mark
+        mark = now
+
+    inputs = collect(Path(results_dir), allowed_signers=allowed_signers, cache_dir=cache_dir)
+    lap("read and validate")
     entries = all_entries(inputs.rows, inputs.reported, verification=inputs.verification)
     if not entries.empty:
         entries["status_rank"] = [
@@ -421,29 +422,28 @@ def build_site(*, results_dir: Path, out: Path) -> BuildReport:
     }
     suite_names = list(dict.fromkeys(list(registered_suites()) + sorted(set(entries.get("suite", [])))))
     suites = [_suite_info(n, entries, inputs) for n in suite_names]
+    lap("aggregate")
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
-        (tmp / MARKER).write_text("built by `oodbench leaderboard build`; this folder is replaced on every build\n")
-        shutil.copytree(PACKAGE / "static", tmp / "static")
-        _write_downloads(inputs, tmp / "downloads")
-        (tmp / "index.html").write_text(
-            env.get_template("index.html").render(
-                suites=suites, skipped=inputs.skipped, n_rows=len(inputs.rows), **common
-            ),
-            encoding="utf-8",
-        )
-        for suite in suites:
-            _write_suite(env, tmp, suite, entries, details, inputs, common)
-        _swap_into_place(tmp, out)
+        with temporary_site(out) as tmp:
+            (tmp / MARKER).write_text("built by `oodbench leaderboard build`; this folder is replaced on every build\n")
+            shutil.copytree(PACKAGE / "static", tmp / "static")
+            _write_downloads(inputs, tmp / "downloads")
+            lap("downloads")
+            (tmp / "index.html").write_text(
+                env.get_template("index.html").render(
+                    suites=suites, skipped=inputs.skipped, n_rows=len(inputs.rows), **common
+                ),
+                encoding="utf-8",
+            )
+            for suite in suites:
+                _write_suite(env, tmp, suite, entries, details, inputs, common)
+            lap("pages")
+            swap_into_place(tmp, out)
     except OSError as err:
         raise OodbenchError(
             f"Cannot write the site to {out}: {err.strerror}. Pass --out pointing at a writable folder."
         ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful swap; a failed build leaves nothing
     n_entries = entries["entry_id"].nunique() if not entries.empty else 0
     return BuildReport(
         out=out,
@@ -453,4 +453,5 @@ def build_site(*, results_dir: Path, out: Path) -> BuildReport:
         n_suites=len(suites),
         skipped=inputs.skipped,
         seconds=time.perf_counter() - start,
+        phases=phases,
     )

@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def outside_reason(path: Path, root: Path) -> str | None:
-    """Why `path` may not be read as part of `root`, or None when its real path lies inside `root`'s."""
-    real_root = Path(root).resolve()
+def outside_reason(path: Path, root: Path, *, real_root: Path | None = None) -> str | None:
+    """Why `path` may not be read as part of `root`, or None when its real path lies inside `root`'s
+    (`real_root`: root's real path, when the caller has it already)."""
+    real_root = Path(root).resolve() if real_root is None else real_root
     try:
         real = Path(path).resolve()
     except (OSError, RuntimeError):  # a symlink loop: RuntimeError before Python 3.13, OSError after

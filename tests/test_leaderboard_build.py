@@ -13,7 +13,7 @@ import pytest
 
 from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
-from benchmark.records import RECORD_FORMAT
+from benchmark.records import RECORD_FORMAT, record_name
 from benchmark.results import read_results, scores_path
 from leaderboard.aggregate import add_zero_shot_deltas, measured_entries
 from leaderboard.build import build_site
@@ -161,17 +161,28 @@ def test_verified_runs_are_marked_and_stale_records_are_not(results, tmp_path):
         "mismatches": [],
         "warnings": [],
         "checked_at": "2026-01-01T00:00:00+00:00",
-        "reproduced": {"device": "cpu", "oodbench_version": "0.1.0", "git_commit": ""},
+        "reproduced": {
+            "run_id": "0123456789abcdef",
+            "oodbench_version": "0.1.0",
+            "git_commit": "",
+            "device": "cpu",
+            "precision": "fp32",
+            "package_versions": {},
+        },
     }
     (results / "verifications").mkdir()
-    (results / "verifications" / f"{run_id}.json").write_text(json.dumps(record))
+    name = record_name(entry_sha256=record["entry_sha256"], run_id=run_id)
+    (results / "verifications" / name).write_text(json.dumps(record))
     (results / "verifications" / "junk.json").write_text("{")
     build_site(results_dir=results, out=tmp_path / "site")
     page = _suite_page(tmp_path / "site")
-    assert "1/2 verified" in page
-    assert "verifications/junk.json" in (tmp_path / "site" / "index.html").read_text()
+    assert "verified</span>" not in page  # an unsigned record earns no mark (tests/test_board_verification.py)
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "verifications/junk.json" in index and f"verifications/{name}" in index and "unsigned" in index
     record["entry_sha256"] = "0" * 64  # the record checked another version of the file
-    (results / "verifications" / f"{run_id}.json").write_text(json.dumps(record))
+    (results / "verifications" / record_name(entry_sha256=record["entry_sha256"], run_id=run_id)).write_text(
+        json.dumps(record)
+    )
     build_site(results_dir=results, out=tmp_path / "site")
     assert "verified</span>" not in _suite_page(tmp_path / "site")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.hashing import sha256_file
-from benchmark.records import RECORD_FORMAT
+from benchmark.records import RECORD_FORMAT, record_name
 from benchmark.results import read_results, scores_path
 from leaderboard.build import build_site
 from leaderboard.collect import collect
@@ -74,16 +74,24 @@ def test_a_symlinked_verification_record_from_outside_is_not_used(results, tmp_p
         "mismatches": [],
         "warnings": [],
         "checked_at": "2026-01-01T00:00:00+00:00",
-        "reproduced": {"device": "cpu"},
+        "reproduced": {
+            "run_id": "0123456789abcdef",
+            "oodbench_version": "0.1.0",
+            "git_commit": "",
+            "device": "cpu",
+            "precision": "fp32",
+            "package_versions": {},
+        },
     }
-    outside = tmp_path / "elsewhere" / f"{run_id}.json"
+    name = record_name(entry_sha256=record["entry_sha256"], run_id=run_id)
+    outside = tmp_path / "elsewhere" / name
     outside.parent.mkdir()
     outside.write_text(json.dumps(record))
     (results / "verifications").mkdir()
-    (results / "verifications" / f"{run_id}.json").symlink_to(outside)
+    (results / "verifications" / name).symlink_to(outside)
     inputs = collect(results)
-    assert inputs.verification == {}
-    assert any(s.path == f"verifications/{run_id}.json" and "outside" in s.reasons[0] for s in inputs.skipped)
+    assert inputs.verification[run_id]["status"] == "unverified" and inputs.verification[run_id]["record"] is None
+    assert any(s.path == f"verifications/{name}" and "outside" in s.reasons[0] for s in inputs.skipped)
 
 
 def test_links_that_stay_inside_the_results_folder_are_read(results):

@@ -9,7 +9,7 @@ import pytest
 from benchmark.config import Execution
 from benchmark.errors import OodbenchError
 from benchmark.hashing import sha256_file
-from benchmark.records import read_verifications, validate_record
+from benchmark.records import read_verifications, record_name, validate_record
 from benchmark.reproduce import reproduce_file
 from benchmark.results import read_results, write_results
 
@@ -30,13 +30,13 @@ def test_a_demo_entry_reproduces_and_its_record_is_written(demo_run, tmp_path, r
     assert code == 0, out + err
     run_id = read_results(demo_run["file"])["run_id"].iloc[0]
     assert f"verified run {run_id}" in out
-    record = json.loads((records / f"{run_id}.json").read_text())
+    record = json.loads((records / record_name(entry_sha256=sha256_file(demo_run["file"]), run_id=run_id)).read_text())
     assert validate_record(record) == []
     assert record["status"] == "verified" and record["mismatches"] == []
     assert record["entry_sha256"] == sha256_file(demo_run["file"])
     assert record["compared"] == len(read_results(demo_run["file"])) * 8  # 6 metrics and 2 counts per row
     assert record["max_abs_diff"] <= record["tolerance"] == 0.005
-    assert read_verifications(records)[0].keys() == {run_id}
+    assert [r.record["run_id"] for r in read_verifications(records)[0]] == [run_id]
     assert not [p for p in records.iterdir() if p.name.startswith(".")]  # atomic write left no temporary file
 
 
@@ -60,7 +60,8 @@ def test_a_tampered_metric_fails_with_a_clear_report(demo_run, tmp_path, run_cli
     )
     assert code == 1
     assert "mismatch" in out and "1 of" in out and "mcm / textiles auroc" in out and "(difference 0.0500)" in out
-    record = json.loads((records / f"{rows['run_id'].iloc[0]}.json").read_text())
+    name = record_name(entry_sha256=sha256_file(tampered), run_id=rows["run_id"].iloc[0])  # keyed by the file's sha256
+    record = json.loads((records / name).read_text())
     assert record["status"] == "mismatch" and validate_record(record) == []
     [m] = record["mismatches"]
     assert (m["score"], m["ood_dataset"], m["metric"]) == ("mcm", "textiles", "auroc")
@@ -97,4 +98,4 @@ def test_records_are_validated(tmp_path):
     assert validate_record([]) == ["a verification record must be a JSON object"]
     (tmp_path / "abcdefgh.json").write_text(json.dumps({"format": "oodbench-verification/1"}))
     records, bad = read_verifications(tmp_path)
-    assert records == {} and bad and bad[0][0].name == "abcdefgh.json"
+    assert records == [] and bad and bad[0][0].name == "abcdefgh.json"

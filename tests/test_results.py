@@ -24,6 +24,7 @@ from benchmark.results import (
     validate_frame,
     write_results,
 )
+from methods.base import config_hash
 
 # The columns the project's design promises every row, with the types a reader relies on (written out here on
 # purpose: the schema is derived from ResultRow, so this is what would catch a column dropped or retyped).
@@ -91,7 +92,7 @@ def make_rows(n: int = 2, **over) -> pd.DataFrame:
         "backbone": "b:t",
         "method": "zero_shot",
         "method_config": "{}",
-        "config_hash": "ab" * 32,
+        "config_hash": config_hash("zero_shot", "{}"),
         "score": "mcm",
         "score_config": '{"T":1.0}',
         "shots": 0,

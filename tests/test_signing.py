@@ -48,7 +48,14 @@ def _record(folder: Path, run_id: str, *, entry_sha256: str = "a" * 64, status: 
         "mismatches": [] if status == "verified" else [{"metric": "auroc"}],
         "warnings": [],
         "checked_at": "2026-01-01T00:00:00+00:00",
-        "reproduced": {"device": "cpu"},
+        "reproduced": {
+            "run_id": "0123456789abcdef",
+            "oodbench_version": "0.1.0",
+            "git_commit": "",
+            "device": "cpu",
+            "precision": "fp32",
+            "package_versions": {},
+        },
     }
     path = folder / f"{run_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

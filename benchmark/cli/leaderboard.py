@@ -44,18 +44,41 @@ ToleranceOpt = Annotated[
         help="Largest allowed absolute difference of each metric (fractions: 0.005 is half a percentage point).",
     ),
 ]
-RecordDirOpt = Annotated[Path, typer.Option("--record-dir", help="Where the verification record <run_id>.json goes.")]
+RecordDirOpt = Annotated[
+    Path, typer.Option("--record-dir", help="Where the verification records <file sha256[:16]>-<run_id>.json go.")
+]
+SignersOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--allowed-signers",
+        help="Reviewers whose signed verification records earn the verified mark (default: RESULTS/allowed_signers).",
+    ),
+]
+SiteCacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Cache folder for parsed result files (default: $OODBENCH_CACHE or ~/.cache/oodbench; files are keyed "
+        "by their sha256).",
+    ),
+]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Parse every result file again; write no cache.")]
 SiteOpt = Annotated[Path, typer.Option("--out", help="Folder for the site (replaced if it holds an earlier build).")]
 
 
 def build(
     results: ResultsOpt = Path("results"),
     out: SiteOpt = SITE,
+    allowed_signers: SignersOpt = None,
+    cache_dir: SiteCacheOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Validate every result file and write the static site (works from file:// and any static host)."""
+    from benchmark.config import default_cache_dir
     from leaderboard.build import build_site
 
-    report = build_site(results_dir=results, out=out)
+    cache = None if no_cache else (cache_dir or default_cache_dir())
+    report = build_site(results_dir=results, out=out, allowed_signers=allowed_signers, cache_dir=cache)
     for s in report.skipped:
         err_console.print(
             f"[yellow]skipped[/yellow] {escape(s.path)}: {escape('; '.join(s.reasons))}",
@@ -94,26 +117,41 @@ def validate(
 ) -> None:
     """Check result files (schema, types, ranges, NaNs, duplicate keys, provenance, suite and version);
     exit 1 if any file has a problem."""
-    from benchmark.results import registered_suites, validate_file
+    import numpy as np
+    import pandas as pd
+
+    from benchmark.results import registered_scores, registered_suites, validate_files
     from leaderboard.reported import validate_reported_file
 
     suites = registered_suites()
-    expanded = _expand(files)
+    expanded = list({f.resolve(): f for f in reversed(_expand(files))}.values())[::-1]  # each file once
     if not expanded:
         raise OodbenchError(f"No .parquet or .csv files in {', '.join(map(str, files))}.")
+    for f in expanded:
+        if f.exists() and f.suffix not in VALIDATABLE:
+            raise OodbenchError(f"{f} is neither a result file (.parquet) nor reported numbers (.csv).")
+    parquet = [f for f in expanded if f.suffix != ".csv"]
+    # result files are validated together: one pass over all rows, and copies of a run across files are found
+    batch = validate_files(parquet, suites=suites, scores=registered_scores())
+    index = {f: i for i, f in enumerate(parquet)}
+    rows = np.bincount(batch.owner, minlength=len(parquet))
+    runs = (
+        pd.DataFrame({"file": batch.owner, "run": batch.table.column("run_id").to_pandas()})
+        .groupby("file")["run"]
+        .nunique()
+        .to_dict()
+    )
     bad = 0
     for f in expanded:
         if f.suffix == ".csv":
             check = validate_reported_file(f, suites=suites)
-        elif f.suffix == ".parquet" or not f.exists():
-            check = validate_file(f, suites=suites)
+            n, n_runs = (len(check.rows) if check.rows is not None else 0), 0
         else:
-            raise OodbenchError(f"{f} is neither a result file (.parquet) nor reported numbers (.csv).")
+            i = index[f]
+            check, n, n_runs = batch.checks[i], int(rows[i]), runs.get(i, 0)
         if check.ok:
-            n = len(check.rows)
-            runs = check.rows["run_id"].nunique() if "run_id" in check.rows.columns else 0
             console.print(
-                f"[green]ok[/green]      {escape(str(f))} ({n} rows" + (f", {runs} run(s))" if runs else ")"),
+                f"[green]ok[/green]      {escape(str(f))} ({n} rows" + (f", {n_runs} run(s))" if n_runs else ")"),
                 highlight=False,
                 soft_wrap=True,
             )
