@@ -557,7 +557,9 @@ class Harness:
                 inputs = ScoreInput(
                     logits=o.logits, logit_scale=outputs.logit_scale, extra=o.extra, local=o.local.get(local_key(spec))
                 )
-                per_dataset[name][column] = spec.score(inputs, spec.config)
+                # float32, as the sidecar stores them: the metrics are computed from exactly the values kept,
+                # so `oodbench rescore` gives every number back
+                per_dataset[name][column] = spec.score(inputs, spec.config).astype(np.float32)
         ex = prepared.execution
         cls = resolved.method_cls
         common = dict(
