@@ -64,7 +64,7 @@ def sweep(
 ) -> None:
     """Run every method x shots x seed (zero-shot once), skip runs already written, print mean ± std over seeds.
     --config key=value applies to every listed method that has the key."""
-    from benchmark.report import seed_summary_table
+    from benchmark.report import print_table, seed_summary_table
     from benchmark.sweep import run_sweep
 
     load_method_file(method_file)
@@ -102,5 +102,5 @@ def sweep(
     )
     rows = result.rows()
     if not rows.empty:
-        console.print(seed_summary_table(rows, title=f"{suite} on {backbone}"))
+        print_table(console, seed_summary_table(rows, title=f"{suite} on {backbone}"))
     console.print(f"{len(result.ran)} runs written, {len(result.skipped)} already present; {result.seconds:.1f}s")
