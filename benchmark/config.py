@@ -9,6 +9,7 @@ dataclasses; their field defaults are the only defaults (the CLI reads them from
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,15 @@ DEFAULT_TOLERANCE = 0.005  # `oodbench reproduce`: absolute, on metrics stored i
 DEFAULT_RECORD_DIR = Path("results") / "verifications"  # where `oodbench reproduce` writes its records
 SEED_MAX = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take it; larger seeds are refused
 PRECISIONS = ("fp32", "bf16", "fp16")
+CACHE_ENV = "OODBENCH_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """The cache folder when none is given: $OODBENCH_CACHE, else $XDG_CACHE_HOME/oodbench (~/.cache/oodbench)."""
+    if CACHE_ENV in os.environ:
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
+    return base / "oodbench"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torch
 
 from benchmark.atomic import atomic_path, save_npy_atomic, write_json_atomic
 from benchmark.backbones import Backbone
-from benchmark.config import PRECISIONS
+from benchmark.config import CACHE_ENV, PRECISIONS
 from benchmark.data import LoadedDataset
 from benchmark.distributed import all_agree, barrier, rank_world
 from benchmark.encoders import FEATURE_KINDS
@@ -32,16 +31,8 @@ from benchmark.hashing import sha256_file
 from benchmark.imagepipe import ImageBatches, TensorTransform, resolve_pipeline
 from benchmark.progress import Progress
 
-CACHE_ENV = "OODBENCH_CACHE"
 BLOCK_SIZE = 4096
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # one per benchmark.config.PRECISIONS
-
-
-def default_cache_dir() -> Path:
-    if CACHE_ENV in os.environ:
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
-    return base / "oodbench"
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,11 @@ import torch
 
 import benchmark
 from benchmark.backbones import Backbone, BackboneIdentity, load_backbone, remember_identity, remembered_identity
-from benchmark.config import Execution, RunKey
+from benchmark.config import Execution, RunKey, default_cache_dir
 from benchmark.data import LoadedDataset, load_dataset, read_classnames
 from benchmark.encoders import view_kind
 from benchmark.errors import OodbenchError, user_code_error
-from benchmark.features import default_cache_dir, extract_features, text_features
+from benchmark.features import extract_features, text_features
 from benchmark.fewshot import FewShotSplit, fewshot_split
 from benchmark.hashing import sha256_file
 from benchmark.metrics import id_accuracy, ood_metrics

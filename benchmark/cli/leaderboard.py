@@ -50,11 +50,15 @@ SiteOpt = Annotated[Path, typer.Option("--out", help="Folder for the site (repla
 def build(
     results: ResultsOpt = Path("results"),
     out: SiteOpt = SITE,
+    cache_dir: CacheOpt = None,
 ) -> None:
-    """Validate every result file and write the static site (works from file:// and any static host)."""
+    """Validate every result file and write the static site (works from file:// and any static host). Changes
+    against zero-shot are tested from the per-sample scores and cached under the cache folder's site/."""
     from leaderboard.build import build_site
 
-    report = build_site(results_dir=results, out=out)
+    report = build_site(results_dir=results, out=out, cache_dir=cache_dir)
+    for w in report.warnings:
+        err_console.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     for s in report.skipped:
         err_console.print(
             f"[yellow]skipped[/yellow] {escape(s.path)}: {escape('; '.join(s.reasons))}",
@@ -63,7 +67,8 @@ def build(
         )
     console.print(
         f"built {out} from {report.n_files} result file(s): {report.n_entries} entries on {report.n_suites} "
-        f"suite page(s), {len(report.skipped)} file(s) skipped, in {report.seconds:.1f}s. "
+        f"suite page(s), {len(report.skipped)} file(s) skipped, {report.n_compared} change(s) against zero-shot "
+        f"tested ({report.n_cached} from the cache), in {report.seconds:.1f}s. "
         f"Open {out / 'index.html'}.",
         highlight=False,
         soft_wrap=True,
