@@ -124,10 +124,7 @@ def _run_info(rows: pd.DataFrame, verification: Mapping[str, Mapping]) -> pd.Dat
         dataset_hashes=("dataset_hashes", "first"),
         test_hashes=("test_hashes", "first"),
         n_test_hashes=("test_hashes", "nunique"),
-        seeds=("seed", lambda s: [int(x) for x in s]),
-        run_ids=("run_id", list),
-        sidecars=("scores_sha256", list),
-        files=("source_file", list),
+        all_seeds=("seed", lambda s: [int(x) for x in s]),
         devices=("device", lambda s: sorted(set(s) - {""})),
         n_verified=("status", lambda s: int((s == "verified").sum())),
         n_failed=("status", lambda s: int((s == "mismatch").sum())),
@@ -146,8 +143,14 @@ def measured_entries(rows: pd.DataFrame, *, verification: Mapping[str, Mapping])
     table = g[SUMMARY].mean()
     spread = g[SUMMARY].std(ddof=0).add_suffix("_std")
     n_seeds = g.size().rename("n_seeds")
-    table = table.join(spread).join(n_seeds).reset_index()
+    # the runs of each score variant, in seed order (a variant may be in fewer runs than its entry)
+    ordered = runs.sort_values("seed", kind="stable").groupby(ENTRY_KEY + SCORE_KEY, sort=True)
+    per_score = ordered.agg(seeds=("seed", lambda s: [int(x) for x in s]), run_ids=("run_id", list))
+    table = table.join(spread).join(n_seeds).join(per_score).reset_index()
     table.loc[table["n_seeds"] < 2, [f"{c}_std" for c in SUMMARY]] = np.nan
+    by_run = rows.drop_duplicates("run_id").set_index("run_id")
+    table["files"] = [[by_run.at[r, "source_file"] for r in ids] for ids in table["run_ids"]]
+    table["sidecars"] = [[by_run.at[r, "scores_sha256"] for r in ids] for ids in table["run_ids"]]
     table = table.merge(_run_info(rows, verification), on=ENTRY_KEY, how="left")
     table["kind"] = "measured"
     table["citation"] = ""
@@ -188,6 +191,7 @@ def reported_entries(reported: pd.DataFrame) -> pd.DataFrame:
             uses_language_model=bool(first["uses_language_model"]),
             fpr95_convention=first["fpr95_convention"],
             seeds=[],
+            all_seeds=[],
             n_seeds=0,
             run_ids=[],
             sidecars=[],

@@ -47,7 +47,7 @@ from leaderboard.curves import histogram, roc
 from leaderboard.overview import heatmaps, ranked_summary
 from leaderboard.plots import PALETTE, Series, colour, histogram_chart, line_chart, roc_chart, scatter_chart
 from leaderboard.reported import GROUP_MEAN
-from leaderboard.significance import Cache, Comparison, Request, Settings, SidecarReader, read_run_scores, run_requests
+from leaderboard.significance import Cache, Comparison, Request, Settings, SidecarReader, run_requests
 
 PACKAGE = Path(__file__).parent
 MARKER = ".oodbench-site"  # only a folder holding this file is ever replaced by a build
@@ -342,21 +342,26 @@ def _comparison_rows(found: Comparison | str | None, groups: list[tuple[str, str
     return {"tested": True, "rows": rows, "id_acc": found.id_acc, "n_seeds": found.n_seeds, "settings": found.settings}
 
 
-def _curves(path: Path, blocks: list[dict], id_dataset: str, groups: list[tuple[str, str]], seed: int) -> str:
-    """Draw each score variant's ROC curves and histograms from one run's sidecar; returns a note on failure."""
-    try:
-        parts = SidecarReader(keep=1).parts(str(path))
-    except OodbenchError as err:
-        return f"the per-sample scores could not be read ({err})"
+def _curves(blocks: list[dict], *, results_dir: Path, id_dataset: str, groups: list[tuple[str, str]]) -> None:
+    """Draw each score variant's ROC curves and histograms from the sidecar of its first seed's run (a block's
+    `file` and `seed`); a block whose scores cannot be read gets a `curves_note` instead."""
+    reader = SidecarReader(keep=2)
     sets = [name for _, name in groups]
     for block in blocks:
+        if not block.get("file"):
+            block["curves_note"] = "no per-sample scores for this score"
+            continue
         try:
-            run = read_run_scores(
-                parts, column=score_column(block["score"], block["score_config"]), id_dataset=id_dataset, ood_sets=sets
+            run = reader.run_scores(
+                str(scores_path(results_dir / block["file"])),
+                column=score_column(block["score"], block["score_config"]),
+                id_dataset=id_dataset,
+                ood_sets=sets,
             )
         except OodbenchError as err:
-            block["curves_note"] = str(err)
+            block["curves_note"] = f"the per-sample scores could not be read ({err})"
             continue
+        seed = block["seed"]
         curves = []
         for i, (grp, name) in enumerate(groups):
             r = roc(run.id_scores, run.ood[name])
@@ -375,7 +380,6 @@ def _curves(path: Path, blocks: list[dict], id_dataset: str, groups: list[tuple[
                     note="outer bins hold the extremes" if h.clipped else "",
                 )
             )
-    return ""
 
 
 def _measured_details(
@@ -403,21 +407,17 @@ def _measured_details(
                 "id_acc": acc[sk]["id_acc"],
                 "id_acc_std": acc[sk]["id_acc_std"],
                 "n_id": int(acc[sk]["n_id"]),
-                "one_seed": int(first["n_seeds"]) == 1,
+                "one_seed": int(e["n_seeds"] if e is not None else first["n_seeds"]) == 1,
+                "file": e["files"][0] if e is not None and e["sidecars"] and e["sidecars"][0] else "",
+                "seed": e["seeds"][0] if e is not None and e["seeds"] else None,
                 "comparison": _comparison_rows(significance.get((first["entry_id"], *sk)), groups)
                 if first["method"] != ZERO_SHOT and e is not None and e["baseline_id"]
                 else None,
             }
         )
     curves_note = ""
-    if first["has_scores"]:
-        curves_note = _curves(
-            scores_path(results_dir / first["files"][0]),
-            blocks,
-            details.runs[key][0]["id_dataset"],
-            groups,
-            int(first["seeds"][0]),
-        )
+    if first["has_scores"] or any(b["file"] for b in blocks):
+        _curves(blocks, results_dir=results_dir, id_dataset=details.runs[key][0]["id_dataset"], groups=groups)
     else:
         curves_note = "this entry has no per-sample scores (it was run with --no-save-scores or before they existed)"
     runs = []
