@@ -141,33 +141,50 @@ class _Ranked:
 
     def auroc(self, id_counts: np.ndarray, ood_counts: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """AUROC of each resample ([B] per OOD set) from how often it drew each ID image ([B, n]) and each
-        image of every OOD set ([B, m]): the sum over drawn pairs of [x > y] + [x == y] / 2 over n m is
-        1 - (drawn pairs with x <= y + drawn pairs with x < y) / (2 n m)."""
+        image of every OOD set ([m, B], one column per resample): the sum over drawn pairs of [x > y] +
+        [x == y] / 2, over n m, is 1 - (drawn pairs with x <= y + drawn pairs with x < y) / (2 n m)."""
         rows = id_counts.shape[0]
         below = np.zeros((rows, self.n + 1), dtype=np.int32)  # below[r, j]: drawn ID images among the j lowest
-        np.cumsum(np.take(id_counts, self.order, axis=1), axis=1, out=below[:, 1:])
+        np.cumsum(np.take(id_counts, self.order, axis=1), axis=1, dtype=np.int32, out=below[:, 1:])
+        below = np.ascontiguousarray(below.T)  # [n + 1, B]: gathering whole rows is what is fast
         out = {}
         for name, counts in ood_counts.items():
-            at_or_below = np.einsum("ij,ij->i", np.take(below, self.hi[name], axis=1), counts, dtype=np.int64)
-            lo = self.lo[name]
-            strictly_below = (
-                at_or_below if lo is None else np.einsum("ij,ij->i", np.take(below, lo, axis=1), counts, dtype=np.int64)
+            pairs = np.take(below, self.hi[name], axis=0)
+            at_or_below = np.multiply(pairs, counts, out=pairs if pairs.dtype == counts.dtype else None).sum(
+                axis=0, dtype=np.int64
             )
-            out[name] = 1.0 - (at_or_below + strictly_below) / (2.0 * self.n * counts.shape[1])
+            lo = self.lo[name]
+            if lo is None:
+                strictly_below = at_or_below
+            else:
+                pairs = np.take(below, lo, axis=0)
+                strictly_below = np.multiply(pairs, counts, out=pairs if pairs.dtype == counts.dtype else None).sum(
+                    axis=0, dtype=np.int64
+                )
+            out[name] = 1.0 - (at_or_below + strictly_below) / (2.0 * self.n * counts.shape[0])
         return out
 
 
 def _counts(idx: np.ndarray, size: int) -> np.ndarray:
-    """How often each of `size` images was drawn, per resample: [B, size] int32 from indices [B, k]."""
+    """How often each of `size` images was drawn, per resample: [B, size] from indices [B, k] (int64)."""
     rows = idx.shape[0]
     cells = idx + (np.arange(rows) * size)[:, None]
-    return np.bincount(cells.ravel(), minlength=rows * size).reshape(rows, size).astype(np.int32)
+    return np.bincount(cells.ravel(), minlength=rows * size).reshape(rows, size)
+
+
+def _narrow(counts: np.ndarray, *, times: int) -> np.ndarray:
+    """Counts in the smallest type that holds them, and their products with numbers up to `times` (uint8 for
+    ID counts, which are only summed; int32 for OOD counts, multiplied by counts of ID images)."""
+    top = int(counts.max(initial=0))
+    if times == 1 and top <= np.iinfo(np.uint8).max:
+        return counts.astype(np.uint8)
+    return counts.astype(np.int32 if top * times < np.iinfo(np.int32).max else np.int64)
 
 
 def draws(
     n_id: int, n_ood: Mapping[str, int], settings: Settings
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Batches of resamples as draw counts: ID [B, n_id] and, per OOD set in order, [B, m]. Resample r draws
+    """Batches of resamples as draw counts: ID [B, n_id] and, per OOD set in order, [m, B]. Resample r draws
     from its own generator (SeedSequence(seed).spawn(n_resamples)[r]): ID indices first, then each set's."""
     batch = max(1, _CELLS // (n_id + sum(n_ood.values())))
     children = np.random.SeedSequence(settings.seed).spawn(settings.n_resamples)
@@ -178,7 +195,13 @@ def draws(
             ids.append(rng.integers(0, n_id, n_id))
             for name, m in n_ood.items():
                 oods[name].append(rng.integers(0, m, m))
-        yield _counts(np.stack(ids), n_id), {name: _counts(np.stack(v), n_ood[name]) for name, v in oods.items()}
+        yield (
+            _narrow(_counts(np.stack(ids), n_id), times=1),
+            {
+                name: np.ascontiguousarray(_narrow(_counts(np.stack(v), n_ood[name]), times=n_id).T)
+                for name, v in oods.items()
+            },
+        )
 
 
 def _delta(point: float, samples: np.ndarray, level: float) -> Delta:
@@ -222,8 +245,8 @@ def compare_all(
                 f"run {h} has {sizes[0]} ID scores and OOD sizes {sizes[1]}, others {n_id} and {n_ood}; a paired "
                 "comparison needs the same test images"
             )
-    full_id = np.ones((1, n_id), dtype=np.int32)  # the full test sets: every image drawn once
-    full_ood = {name: np.ones((1, m), dtype=np.int32) for name, m in n_ood.items()}
+    full_id = np.ones((1, n_id), dtype=np.uint8)  # the full test sets: every image drawn once
+    full_ood = {name: np.ones((m, 1), dtype=np.int32) for name, m in n_ood.items()}
     correct = np.stack([ranked[h].correct for h in handles], axis=1)  # [n, handles]: ID accuracy by one product
     point = {h: (r.auroc(full_id, full_ood), ranked[h].correct.mean(keepdims=True)) for h, r in ranked.items()}
     samples: dict[object, tuple[dict[str, list[np.ndarray]], list[np.ndarray]]] = {
@@ -382,7 +405,7 @@ def run_requests(
     cache: Cache,
     settings: Settings = Settings(),
     reader: SidecarReader | None = None,
-    chunk: int = 48,
+    chunk: int = 96,
 ) -> dict[tuple, Comparison | str]:
     """Every request's comparison, from the cache or computed (and cached); a request whose scores cannot be
     read gets the reason as a string instead. Requests of one suite are computed together in chunks, so
