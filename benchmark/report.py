@@ -65,7 +65,10 @@ def run_table(rows: pd.DataFrame, *, title: str | None = None) -> TextTable:
     """One run's rows: per score, ID accuracy, FPR95/AUROC on every OOD set, near and far means."""
     rows = labelled(rows)
     ood = rows[["ood_group", "ood_dataset"]].drop_duplicates()
-    table = TextTable(title=title, caption="FPR95 (lower is better) / AUROC (higher is better), in %")
+    table = TextTable(
+        title=title,
+        caption="FPR95 with ID as the positive class (lower is better) / AUROC (higher is better), in %",
+    )
     table.add_column("score", style="bold", no_wrap=True)
     table.add_column("ID acc", justify="right")
     for grp, name in ood.itertuples(index=False):
@@ -92,7 +95,7 @@ def delta_table(base: pd.DataFrame, tuned: pd.DataFrame, *, title: str) -> TextT
     t = group_means(labelled(tuned), ["score_label"]).set_index("score_label")
     table = TextTable(
         title=title,
-        caption="change in percentage points (FPR95: negative is better; AUROC, ID acc: positive is better)",
+        caption="change in percentage points (FPR95, ID positive: lower is better; AUROC, ID acc: higher is better)",
     )
     for col in ("score", "ID acc", "near FPR95", "near AUROC", "far FPR95", "far AUROC"):
         table.add_column(col, justify="left" if col == "score" else "right", no_wrap=col == "score")
@@ -118,7 +121,7 @@ def seed_summary_table(rows: pd.DataFrame, *, title: str | None = None) -> TextT
     """Mean +- std over seeds for each (method, config, shots, score)."""
     keys = ["backbone", "method", "config_hash", "shots", "score_label"]
     per_seed = group_means(labelled(rows), keys + ["seed"])
-    table = TextTable(title=title, caption="mean ± std over seeds, in %")
+    table = TextTable(title=title, caption="mean ± std over seeds, in %; FPR95 with ID as the positive class")
     for col in ("method", "shots", "score", "seeds", "ID acc", "near FPR95", "near AUROC", "far FPR95", "far AUROC"):
         named = col in ("method", "score")
         table.add_column(col, justify="left" if named else "right", no_wrap=named)
