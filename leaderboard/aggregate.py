@@ -270,7 +270,9 @@ def all_entries(
     if not parts:
         return pd.DataFrame(columns=ENTRY_KEY + SCORE_KEY + ["kind", "entry_id", "current"])
     table = add_zero_shot_deltas(pd.concat(parts, ignore_index=True))
-    shown = [score_display(s, c) for s, c in zip(table["score"], table["score_config"], strict=True)]
+    pairs = list(zip(table["score"], table["score_config"], strict=True))
+    known = {p: score_display(*p) for p in set(pairs)}
+    shown = [known[p] for p in pairs]
     table["score_label"] = [label for label, _ in shown]
     table["score_variant"] = [variant for _, variant in shown]
     table["protocol_group"] = [

@@ -30,7 +30,7 @@ from markupsafe import Markup
 import benchmark
 from benchmark.config import default_cache_dir
 from benchmark.errors import OodbenchError
-from benchmark.results import SCHEMA, registered_suites, score_column, scores_path, to_table
+from benchmark.results import SCHEMA, SCHEMA_VERSION, registered_suites, score_column, scores_path, to_table
 from leaderboard.aggregate import (
     ENTRY_KEY,
     PER_SET,
@@ -43,15 +43,15 @@ from leaderboard.aggregate import (
 )
 from leaderboard.collect import Inputs, Skipped, collect
 from leaderboard.csv_safety import escape_frame
-from leaderboard.curves import histogram, roc
+from leaderboard.curves import RunCurves, curves_key, run_curves
 from leaderboard.overview import heatmaps, ranked_summary
 from leaderboard.plots import PALETTE, Series, colour, histogram_chart, line_chart, roc_chart, scatter_chart
 from leaderboard.reported import GROUP_MEAN
 from leaderboard.significance import Cache, Comparison, Request, Settings, SidecarReader, run_requests
+from leaderboard.sitecache import JsonCache
 
 PACKAGE = Path(__file__).parent
 MARKER = ".oodbench-site"  # only a folder holding this file is ever replaced by a build
-CACHE_FOLDER = Path("site") / "significance"  # under the oodbench cache ($OODBENCH_CACHE)
 # (column, label, lower is better, FPR95 convention: "id" / "ood" / "" for both)
 METRIC_COLUMNS = [
     ("near_fpr95", "near FPR95", True, "id"),
@@ -329,6 +329,20 @@ class _Details:
         )
 
 
+@dataclass
+class _Pages:
+    """What every page of one build reads: templates, the collected inputs and their per-entry details,
+    the comparisons against zero-shot, where the per-sample scores live, and the curves cache."""
+
+    env: Environment
+    inputs: Inputs
+    details: _Details
+    significance: dict
+    results_dir: Path
+    curves: JsonCache
+    common: dict
+
+
 def _comparison_rows(found: Comparison | str | None, groups: list[tuple[str, str]]) -> dict:
     """An entry page's table of changes against zero-shot for one score variant."""
     if not isinstance(found, Comparison):
@@ -342,49 +356,57 @@ def _comparison_rows(found: Comparison | str | None, groups: list[tuple[str, str
     return {"tested": True, "rows": rows, "id_acc": found.id_acc, "n_seeds": found.n_seeds, "settings": found.settings}
 
 
-def _curves(blocks: list[dict], *, results_dir: Path, id_dataset: str, groups: list[tuple[str, str]]) -> None:
+def _curves(
+    blocks: list[dict], *, results_dir: Path, id_dataset: str, groups: list[tuple[str, str]], cache: JsonCache
+) -> None:
     """Draw each score variant's ROC curves and histograms from the sidecar of its first seed's run (a block's
-    `file` and `seed`); a block whose scores cannot be read gets a `curves_note` instead."""
+    `file`, `sha` and `seed`), through the site cache; a block whose scores cannot be read gets a note."""
     reader = SidecarReader(keep=2)
     sets = [name for _, name in groups]
     for block in blocks:
         if not block.get("file"):
             block["curves_note"] = "no per-sample scores for this score"
             continue
-        try:
-            run = reader.run_scores(
-                str(scores_path(results_dir / block["file"])),
-                column=score_column(block["score"], block["score_config"]),
-                id_dataset=id_dataset,
-                ood_sets=sets,
-            )
-        except OodbenchError as err:
-            block["curves_note"] = f"the per-sample scores could not be read ({err})"
-            continue
-        seed = block["seed"]
-        curves = []
-        for i, (grp, name) in enumerate(groups):
-            r = roc(run.id_scores, run.ood[name])
-            curves.append((f"{name} ({grp})", r.fpr.tolist(), r.tpr.tolist(), PALETTE[(i + 1) % len(PALETTE)]))
-        block["roc"] = roc_chart(curves=curves, title=f"ROC curves, seed {seed} (ID positive)")
-        block["histograms"] = []
-        for grp, name in groups:
-            h = histogram(run.id_scores, run.ood[name])
-            block["histograms"].append(
-                histogram_chart(
-                    edges=h.edges.tolist(),
-                    id_share=h.id_share.tolist(),
-                    ood_share=h.ood_share.tolist(),
-                    title=f"{name} ({grp}) against the ID test set, seed {seed}",
-                    ood_label=name,
-                    note="outer bins hold the extremes" if h.clipped else "",
+        column = score_column(block["score"], block["score_config"])
+        key = curves_key(sidecar_sha=block["sha"], column=column, sets=sets)
+        drawn = cache.read(key, RunCurves.from_json)
+        if drawn is None:
+            try:
+                run = reader.run_scores(
+                    str(scores_path(results_dir / block["file"])), column=column, id_dataset=id_dataset, ood_sets=sets
                 )
+            except OodbenchError as err:
+                block["curves_note"] = f"the per-sample scores could not be read ({err})"
+                continue
+            drawn = run_curves(run.id_scores, dict(run.ood))
+            cache.write(key, drawn.to_json())
+        seed = block["seed"]
+        curves = [
+            (
+                f"{name} ({grp})",
+                drawn.roc[name].fpr.tolist(),
+                drawn.roc[name].tpr.tolist(),
+                PALETTE[(i + 1) % len(PALETTE)],
             )
+            for i, (grp, name) in enumerate(groups)
+        ]
+        block["roc"] = roc_chart(curves=curves, title=f"ROC curves, seed {seed} (ID positive)")
+        block["histograms"] = [
+            histogram_chart(
+                edges=h.edges.tolist(),
+                id_share=h.id_share.tolist(),
+                ood_share=h.ood_share.tolist(),
+                title=f"{name} ({grp}) against the ID test set, seed {seed}",
+                ood_label=name,
+                note="outer bins hold the extremes" if h.clipped else "",
+            )
+            for grp, name in groups
+            for h in [drawn.histograms[name]]
+        ]
 
 
-def _measured_details(
-    entry: pd.DataFrame, details: _Details, inputs: Inputs, significance: dict, results_dir: Path
-) -> tuple[list[dict], list[dict], str, str]:
+def _measured_details(pages: _Pages, entry: pd.DataFrame) -> tuple[list[dict], list[dict], str, str]:
+    details, inputs, significance = pages.details, pages.inputs, pages.significance
     first = entry.iloc[0]
     key = tuple(first[k] for k in ENTRY_KEY)
     acc = {(r["score"], r["score_config"]): r for r in details.id_acc[key]}
@@ -409,6 +431,7 @@ def _measured_details(
                 "n_id": int(acc[sk]["n_id"]),
                 "one_seed": int(e["n_seeds"] if e is not None else first["n_seeds"]) == 1,
                 "file": e["files"][0] if e is not None and e["sidecars"] and e["sidecars"][0] else "",
+                "sha": e["sidecars"][0] if e is not None and e["sidecars"] else "",
                 "seed": e["seeds"][0] if e is not None and e["seeds"] else None,
                 "comparison": _comparison_rows(significance.get((first["entry_id"], *sk)), groups)
                 if first["method"] != ZERO_SHOT and e is not None and e["baseline_id"]
@@ -417,7 +440,13 @@ def _measured_details(
         )
     curves_note = ""
     if first["has_scores"] or any(b["file"] for b in blocks):
-        _curves(blocks, results_dir=results_dir, id_dataset=details.runs[key][0]["id_dataset"], groups=groups)
+        _curves(
+            blocks,
+            results_dir=pages.results_dir,
+            id_dataset=details.runs[key][0]["id_dataset"],
+            groups=groups,
+            cache=pages.curves,
+        )
     else:
         curves_note = "this entry has no per-sample scores (it was run with --no-save-scores or before they existed)"
     runs = []
@@ -481,22 +510,13 @@ def _reported_details(entry: pd.Series, inputs: Inputs) -> list[dict]:
     return per_set
 
 
-def _entry_page(
-    env: Environment,
-    entry: pd.DataFrame,
-    details: _Details,
-    inputs: Inputs,
-    suite_page: str,
-    common: dict,
-    significance: dict,
-    results_dir: Path,
-) -> str:
+def _entry_page(pages: _Pages, entry: pd.DataFrame, suite_page: str) -> str:
     first = entry.iloc[0]
     if first["kind"] == "measured":
-        blocks, runs, method_config, curves_note = _measured_details(entry, details, inputs, significance, results_dir)
+        blocks, runs, method_config, curves_note = _measured_details(pages, entry)
     else:
-        blocks, runs, method_config, curves_note = _reported_details(first, inputs), [], "", ""
-    return env.get_template("entry.html").render(
+        blocks, runs, method_config, curves_note = _reported_details(first, pages.inputs), [], "", ""
+    return pages.env.get_template("entry.html").render(
         entry=_records(entry.iloc[[0]])[0],
         blocks=blocks,
         runs=runs,
@@ -504,7 +524,7 @@ def _entry_page(
         curves_note=curves_note,
         suite_page=suite_page,
         conventions=CONVENTIONS,
-        **common,
+        **pages.common,
     )
 
 
@@ -563,31 +583,37 @@ def _filters(rows: list[dict]) -> list[dict]:
     ]
 
 
-def _write_suite(
-    env: Environment,
-    folder: Path,
-    suite: dict,
-    entries: pd.DataFrame,
-    details: _Details,
-    inputs: Inputs,
-    common: dict,
-    significance: dict,
-    results_dir: Path,
-) -> None:
+def _version_notes(entry: pd.Series) -> list[str]:
+    """What changed since an older entry's suite version and result schema, in sentences."""
+    notes = []
+    spec = registered_suites().get(entry["suite"])
+    version = int(entry["suite_version"])
+    if spec is not None and version != spec.version:
+        later = [h for h in spec.history if h.version >= version and h.change]
+        notes += [f"after suite v{h.version}: {h.change}" for h in sorted(later, key=lambda h: h.version)]
+    if int(entry["schema_version"]) < SCHEMA_VERSION:
+        notes.append(
+            f"result schema {int(entry['schema_version'])} predates score parameters, the OOD-positive FPR95, "
+            f"intervals, per-sample scores, protocols and cost (schema {SCHEMA_VERSION})"
+        )
+    return notes
+
+
+def _write_suite(pages: _Pages, folder: Path, suite: dict, entries: pd.DataFrame) -> None:
     """The suite's page (summary, heatmap, table, plots, older versions) and a page per entry of the suite."""
     e = entries[entries["suite"] == suite["name"]] if not entries.empty else entries
     current = e[e["current"]] if len(e) else e
     older = e[~e["current"]] if len(e) else e
     rows = _table_rows(current)
     older_sections = [
-        {"version": version, "rows": _table_rows(g)}
+        {"version": version, "rows": _table_rows(g), "notes": _version_notes(g.iloc[0])}
         for version, g in (older.groupby("version", sort=True) if len(older) else [])
     ]
     plots = _plots(current) if len(current) else []
-    summary = ranked_summary(current, significance) if len(current) else None
-    heat = heatmaps(current, significance) if len(current) else None
+    summary = ranked_summary(current, pages.significance) if len(current) else None
+    heat = heatmaps(current, pages.significance) if len(current) else None
     (folder / suite["page"]).write_text(
-        env.get_template("suite.html").render(
+        pages.env.get_template("suite.html").render(
             suite=suite,
             rows=rows,
             filters=_filters(rows),
@@ -598,26 +624,25 @@ def _write_suite(
             older=older_sections,
             plots=plots,
             plot_controls=_plot_controls(plots),
-            **common,
+            **pages.common,
         ),
         encoding="utf-8",
     )
     for entry, one in e.groupby("entry_id", sort=False) if len(e) else []:
-        html = _entry_page(env, one, details, inputs, suite["page"], common, significance, results_dir)
+        html = _entry_page(pages, one, suite["page"])
         (folder / f"entry-{entry}.html").write_text(html, encoding="utf-8")
 
 
 def significance_requests(entries: pd.DataFrame, *, results_dir: Path) -> list[Request]:
-    """One request per current fine-tuned (entry, score variant) with a zero-shot baseline, when every seed
-    of the entry and the baseline kept per-sample scores. OOD sets in the suite's order (which fixes the
-    bootstrap's draws)."""
+    """One request per measured fine-tuned (entry, score variant) with a zero-shot baseline, when every seed
+    of the entry and the baseline kept per-sample scores. OOD sets in the order of the entry's suite version
+    (which fixes the bootstrap's draws)."""
     if entries.empty:
         return []
     suites = registered_suites()
     by_id = entries.drop_duplicates("entry_id").set_index("entry_id")
     todo = entries[
         (entries["kind"] == "measured")
-        & entries["current"]
         & (entries["method"] != ZERO_SHOT)
         & (entries["baseline_id"] != "")
         & entries["has_scores"]
@@ -629,7 +654,7 @@ def significance_requests(entries: pd.DataFrame, *, results_dir: Path) -> list[R
     out = []
     for _, e in todo.iterrows():
         base = by_id.loc[e["baseline_id"]]
-        spec = suites.get(e["suite"])
+        spec = suites[e["suite"]].at(int(e["suite_version"])) if e["suite"] in suites else None
         if not base["has_scores"] or spec is None:
             continue
         out.append(
@@ -665,7 +690,8 @@ def build_site(
             0 if k == "reported" else (3 if nv == ns else 2 if nv else 1)
             for k, nv, ns in zip(entries["kind"], entries["n_verified"], entries["n_seeds"], strict=False)
         ]
-    cache = Cache((Path(cache_dir) if cache_dir else default_cache_dir()) / CACHE_FOLDER)
+    site_cache = (Path(cache_dir) if cache_dir else default_cache_dir()) / "site"
+    cache = Cache(site_cache / "significance")
     requests = significance_requests(entries, results_dir=Path(results_dir))
     significance = run_requests(requests, cache=cache, settings=settings)
     env = environment()
@@ -675,6 +701,8 @@ def build_site(
         "n_files": inputs.n_files,
         "version": benchmark.__version__,
     }
+    curves = JsonCache(site_cache / "curves", what="curves")
+    pages = _Pages(env, inputs, details, significance, Path(results_dir), curves, common)
     suite_names = list(dict.fromkeys(list(registered_suites()) + sorted(set(entries.get("suite", [])))))
     suites = [_suite_info(n, entries, inputs) for n in suite_names]
 
@@ -692,7 +720,7 @@ def build_site(
             encoding="utf-8",
         )
         for suite in suites:
-            _write_suite(env, tmp, suite, entries, details, inputs, common, significance, Path(results_dir))
+            _write_suite(pages, tmp, suite, entries)
         _swap_into_place(tmp, out)
     except OSError as err:
         raise OodbenchError(
@@ -711,5 +739,5 @@ def build_site(
         seconds=time.perf_counter() - start,
         n_compared=sum(isinstance(v, Comparison) for v in significance.values()),
         n_cached=cache.hits,
-        warnings=cache.warnings,
+        warnings=cache.warnings + curves.warnings,
     )

@@ -9,12 +9,15 @@ the curve.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from benchmark.metrics import check_scores, run_counts
 
+VERSION = 1  # bump when what is drawn changes: cached curves carry it in their key
 RESOLUTION = 200  # vertices per axis a drawn ROC curve keeps at most
 BINS = 30
 
@@ -70,3 +73,63 @@ def histogram(id_scores: np.ndarray, ood_scores: np.ndarray, *, bins: int = BINS
 
     clipped = bool((both < lo).any() or (both > hi).any())
     return Histogram(edges=edges, id_share=share(id_scores), ood_share=share(ood_scores), clipped=clipped)
+
+
+@dataclass(frozen=True)
+class RunCurves:
+    """One run's ROC curve and histogram per OOD set for one score variant: what an entry page draws, and
+    what the site cache keeps (numbers only) so that a rebuild does not read the per-sample scores again."""
+
+    roc: dict[str, Roc]
+    histograms: dict[str, Histogram]
+
+    def to_json(self) -> dict:
+        return {
+            "roc": {k: {"fpr": r.fpr.tolist(), "tpr": r.tpr.tolist()} for k, r in self.roc.items()},
+            "histograms": {
+                k: {
+                    "edges": h.edges.tolist(),
+                    "id": h.id_share.tolist(),
+                    "ood": h.ood_share.tolist(),
+                    "clipped": h.clipped,
+                }
+                for k, h in self.histograms.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunCurves:
+        """Read back from the cache; anything but lists of numbers of the right lengths raises."""
+
+        def numbers(values: list) -> np.ndarray:
+            out = np.asarray(values, dtype=np.float64)
+            if out.ndim != 1 or not np.isfinite(out).all():
+                raise ValueError("expected a list of finite numbers")
+            return out
+
+        roc_ = {str(k): Roc(fpr=numbers(v["fpr"]), tpr=numbers(v["tpr"])) for k, v in data["roc"].items()}
+        if any(r.fpr.size != r.tpr.size for r in roc_.values()):
+            raise ValueError("an ROC curve needs as many FPR as TPR values")
+        hist = {}
+        for k, v in data["histograms"].items():
+            edges, ids, oods = numbers(v["edges"]), numbers(v["id"]), numbers(v["ood"])
+            if not (ids.size == oods.size == edges.size - 1) or not isinstance(v["clipped"], bool):
+                raise ValueError("a histogram needs one share per bin and a clipped flag")
+            hist[str(k)] = Histogram(edges=edges, id_share=ids, ood_share=oods, clipped=v["clipped"])
+        return cls(roc=roc_, histograms=hist)
+
+
+def run_curves(id_scores: np.ndarray, ood: dict[str, np.ndarray]) -> RunCurves:
+    return RunCurves(
+        roc={name: roc(id_scores, y) for name, y in ood.items()},
+        histograms={name: histogram(id_scores, y) for name, y in ood.items()},
+    )
+
+
+def curves_key(*, sidecar_sha: str, column: str, sets: list[str]) -> str:
+    """The cache key of one run's curves for one score variant."""
+    blob = json.dumps(
+        {"version": VERSION, "sidecar": sidecar_sha, "column": column, "sets": sets, "bins": BINS, "res": RESOLUTION},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()

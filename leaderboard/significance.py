@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.atomic import write_json_atomic
 from benchmark.errors import OodbenchError
 from benchmark.results import read_scores
 from benchmark.stats import Delta
+from leaderboard.sitecache import JsonCache
 
 VERSION = 1  # bump when what is computed changes: cached results carry it in their key
 N_RESAMPLES, SEED, LEVEL = 1000, 0, 0.95  # benchmark.stats.paired_delta's defaults (tested)
@@ -82,12 +82,22 @@ class Comparison:
 
     @classmethod
     def from_json(cls, data: Mapping) -> Comparison:
+        """A comparison read back from the cache; anything but numbers where numbers belong raises."""
+
+        def delta(v: Mapping) -> Delta:
+            if not isinstance(v["significant"], bool):
+                raise TypeError("significant must be true or false")
+            return Delta(
+                mean=float(v["mean"]), low=float(v["low"]), high=float(v["high"]), significant=v["significant"]
+            )
+
+        settings = data["settings"]
         return cls(
-            per_set={k: Delta(**v) for k, v in data["per_set"].items()},
-            groups={k: Delta(**v) for k, v in data["groups"].items()},
-            id_acc=Delta(**data["id_acc"]),
+            per_set={str(k): delta(v) for k, v in data["per_set"].items()},
+            groups={str(k): delta(v) for k, v in data["groups"].items()},
+            id_acc=delta(data["id_acc"]),
             n_seeds=int(data["n_seeds"]),
-            settings=Settings(**data["settings"]),
+            settings=Settings(int(settings["n_resamples"]), int(settings["seed"]), float(settings["level"])),
         )
 
 
@@ -314,43 +324,17 @@ def cache_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class Cache:
-    """Comparisons stored as JSON files under `folder` (`<cache>/site/significance`), one per key. A folder
-    that cannot be read or written only costs time: the comparison is computed again."""
+class Cache(JsonCache):
+    """Comparisons stored as JSON under `folder` (`<cache>/site/significance`), one file per cache key."""
 
     def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
-        self.hits = self.misses = 0
-        self.warnings: list[str] = []
-
-    def _path(self, key: str) -> Path:
-        assert self.folder is not None
-        return self.folder / key[:2] / f"{key}.json"
+        super().__init__(folder, what="significance")
 
     def get(self, key: str) -> Comparison | None:
-        if self.folder is None:
-            return None
-        try:
-            found = Comparison.from_json(json.loads(self._path(key).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):
-            self.misses += 1
-            return None
-        self.hits += 1
-        return found
+        return self.read(key, Comparison.from_json)
 
     def put(self, key: str, comparison: Comparison) -> None:
-        if self.folder is None:
-            return
-        try:
-            path = self._path(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, comparison.to_json())
-        except OSError as err:
-            if not self.warnings:
-                self.warnings.append(
-                    f"cannot write the significance cache under {self.folder} ({err.strerror}); the next build "
-                    "computes the comparisons again"
-                )
+        self.write(key, comparison.to_json())
 
 
 # ---------------------------------------------------------------- a site build's comparisons
