@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install install-test browser demo lint test
+.PHONY: install install-test browser demo lint test test-gpu
 
 install:
 	$(PIP) install -q -e .
@@ -26,4 +26,8 @@ lint:
 	$(PYTHON) -m ruff format --check .
 
 test: install-test browser lint
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -m "not gpu"
+
+# the checks that need a CUDA device (run them on a GPU machine; they fail, never skip, without one)
+test-gpu: install-test
+	$(PYTHON) -m pytest -q -m gpu

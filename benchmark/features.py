@@ -24,7 +24,7 @@ import torch
 
 from benchmark.atomic import atomic_path, save_npy_atomic, write_json_atomic
 from benchmark.backbones import Backbone
-from benchmark.config import CACHE_ENV, DEFAULT_EXECUTION, PRECISIONS, default_cache_dir  # noqa: F401 - default_cache_dir re-exported
+from benchmark.config import CACHE_ENV, DEFAULT_EXECUTION, PRECISIONS
 from benchmark.data import LoadedDataset
 from benchmark.distributed import all_agree, barrier, rank_world
 from benchmark.encoders import FEATURE_KINDS

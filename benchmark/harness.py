@@ -35,11 +35,11 @@ import torch
 
 import benchmark
 from benchmark.backbones import Backbone, BackboneIdentity, load_backbone, remember_identity, remembered_identity
-from benchmark.config import Execution, RunKey, resolve_image_pipeline
+from benchmark.config import Execution, RunKey, default_cache_dir, resolve_image_pipeline
 from benchmark.data import LoadedDataset, load_dataset, read_classnames
 from benchmark.encoders import DASSL_CROP_SCALE, view_kind
 from benchmark.errors import OodbenchError, user_code_error
-from benchmark.features import default_cache_dir, extract_features, text_features
+from benchmark.features import extract_features, text_features
 from benchmark.fewshot import FewShotSplit, fewshot_split
 from benchmark.hashing import sha256_file
 from benchmark.metrics import id_accuracy, ood_metrics
@@ -691,7 +691,9 @@ class Harness:
                 inputs = ScoreInput(
                     logits=o.logits, logit_scale=outputs.logit_scale, extra=o.extra, local=o.local.get(local_key(spec))
                 )
-                per_dataset[name][column] = spec.score(inputs, spec.config)
+                # float32, as the sidecar stores them: the metrics are computed from exactly the values kept,
+                # so `oodbench rescore` gives every number back
+                per_dataset[name][column] = spec.score(inputs, spec.config).astype(np.float32)
         ex = prepared.execution
         cls = resolved.method_cls
         common = dict(

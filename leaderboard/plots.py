@@ -170,3 +170,72 @@ def scatter_chart(*, points: list[tuple[str, float, float, str]], title: str, x_
     out += _legend(legend)
     out.append("</svg>")
     return Markup("".join(out))
+
+
+def _x_ticks(lo: float, hi: float, to_x) -> list[str]:
+    return [
+        f'<text class="tick" x="{to_x(t):.1f}" y="{TOP + HEIGHT - TOP - BOTTOM + 16}" text-anchor="middle">{t:g}</text>'
+        for t in _ticks(lo, hi)
+        if lo - 1e-9 <= t <= hi + 1e-9
+    ]
+
+
+def roc_chart(*, curves: list[tuple[str, list[float], list[float], str]], title: str) -> Markup:
+    """ROC curves: (label, FPR values, TPR values, colour) as fractions; ID is the positive class. The dashed
+    diagonal is a detector that guesses."""
+    if not curves:
+        return Markup(f'<p class="no-data">No data for {escape(title)}.</p>')
+    pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def at(f: float, t: float) -> str:
+        return f"{LEFT + pw * f:.1f},{TOP + ph * (1 - t):.1f}"
+
+    out = _frame(title, "FPR: OOD images accepted (%)", "TPR: ID images accepted (%)", 0.0, 100.0)
+    out[0] = out[0].replace('class="chart"', 'class="chart roc"', 1)
+    out += _x_ticks(0.0, 100.0, lambda t: LEFT + pw * t / 100)
+    out.append(f'<polyline class="chance" points="{at(0, 0)} {at(1, 1)}" stroke="#999" stroke-dasharray="4 3"/>')
+    for label, fpr, tpr, color in curves:
+        points = " ".join(at(f, t) for f, t in zip(fpr, tpr, strict=True))
+        out.append(
+            f'<polyline class="roc-line" data-series="{escape(label)}" points="{points}" stroke="{color}" '
+            f'fill="none" stroke-width="2"><title>{escape(label)}</title></polyline>'
+        )
+    out += _legend([(label, color, False) for label, _, _, color in curves])
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
+def histogram_chart(
+    *, edges: list[float], id_share: list[float], ood_share: list[float], title: str, ood_label: str, note: str = ""
+) -> Markup:
+    """ID and OOD scores on shared bins, as the fraction of each set's images per bin (bars overlap)."""
+    shares = [*id_share, *ood_share]
+    if not shares or len(edges) != len(id_share) + 1:
+        return Markup(f'<p class="no-data">No data for {escape(title)}.</p>')
+    hi = max(100 * max(shares), 1e-9) * 1.08  # headroom above the tallest bar
+    pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    lo_x, hi_x = float(edges[0]), float(edges[-1])
+
+    def x(v: float) -> float:
+        return LEFT + pw * (v - lo_x) / (hi_x - lo_x)
+
+    def y(share: float) -> float:
+        return TOP + ph * (1 - 100 * share / hi)
+
+    out = _frame(title, "score (higher: more in-distribution)" + (f"; {note}" if note else ""), "images (%)", 0.0, hi)
+    out[0] = out[0].replace('class="chart"', 'class="chart hist"', 1)
+    out += _x_ticks(lo_x, hi_x, x)
+    items = (("ID test set", id_share, PALETTE[0]), (ood_label, ood_share, PALETTE[1]))
+    for cls, (label, share, color) in zip(("id", "ood"), items, strict=True):
+        out.append(f'<g class="bars {cls}" fill="{color}" fill-opacity="0.45" data-series="{escape(label)}">')
+        for left, right, s in zip(edges[:-1], edges[1:], share, strict=True):
+            if s > 0:
+                out.append(
+                    f'<rect x="{x(left):.1f}" y="{y(s):.1f}" width="{max(x(right) - x(left), 0.5):.1f}" '
+                    f'height="{TOP + ph - y(s):.1f}"><title>{escape(label)}: {100 * s:.1f}% of images in '
+                    f"[{left:.4g}, {right:.4g})</title></rect>"
+                )
+        out.append("</g>")
+    out += _legend([(label, color, False) for label, _, color in items])
+    out.append("</svg>")
+    return Markup("".join(out))

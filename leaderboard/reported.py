@@ -3,6 +3,11 @@
 One CSV row per (paper, setting, score, OOD set). Metrics are fractions in [0, 1] like every other
 oodbench number (a paper's 42.74% is written 0.4274). `ood_dataset` `*` marks the paper's own mean
 over the `ood_group`, which must agree with the mean of the per-set rows when both are given.
+`fpr95_convention` says which FPR95 the paper's number is (`id_positive`: MCM's, oodbench's `fpr95`;
+`ood_positive`: OpenOOD's, oodbench's `fpr95_ood_positive`); the validated rows carry it in that column
+only, so it is shown and compared only beside measured numbers of the same convention. `protocol`
+(optional) says what the method was allowed to use; without it, 0 shots means zero-shot and more means
+few-shot. `uses` (optional) lists flags: `extra-data`, `language-model`.
 The format is documented in results/reported/README.md.
 """
 
@@ -15,14 +20,27 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.protocols import EXTRA_DATA, FEW_SHOT, LANGUAGE_MODEL, PROTOCOLS, USES, ZERO_SHOT
 from benchmark.results import Validation
 from benchmark.suites import OOD_GROUPS, SuiteSpec
 
-TEXT_COLUMNS = ("suite", "backbone", "method", "score", "ood_group", "ood_dataset", "citation", "source")
+TEXT_COLUMNS = (
+    "suite",
+    "backbone",
+    "method",
+    "score",
+    "ood_group",
+    "ood_dataset",
+    "citation",
+    "source",
+    "fpr95_convention",
+)
 METRICS = ("fpr95", "auroc")
 OPTIONAL_METRICS = ("id_acc",)
+OPTIONAL_TEXT = ("protocol", "uses")
 COLUMNS = TEXT_COLUMNS + ("shots",) + METRICS + OPTIONAL_METRICS
 KEY = ("suite", "backbone", "method", "score", "shots", "citation", "ood_group", "ood_dataset")
+CONVENTIONS = {"id_positive": "fpr95", "ood_positive": "fpr95_ood_positive"}  # convention -> oodbench column
 GROUP_MEAN = "*"
 MEAN_TOLERANCE = 0.0005  # papers round each number to 0.01%; their means of rounded numbers differ a little
 
@@ -71,12 +89,34 @@ def _problems(df: pd.DataFrame) -> list[str]:
     groups = set(df["ood_group"].dropna()) - set(OOD_GROUPS)
     if groups:
         problems.append(f"ood_group must be 'near' or 'far' (found {sorted(map(str, groups))})")
+    conventions = set(df["fpr95_convention"].dropna()) - set(CONVENTIONS)
+    if conventions:
+        problems.append(
+            f"fpr95_convention must be id_positive (ID is the positive class: MCM, NegLabel, CSP, LoCoOp) or "
+            f"ood_positive (OOD is the positive class: OpenOOD) (found {sorted(map(str, conventions))[:3]})"
+        )
+    if "protocol" in df.columns:
+        bad = set(df["protocol"].dropna()) - set(PROTOCOLS)
+        if bad:
+            problems.append(
+                f"protocol must be empty or one of {', '.join(PROTOCOLS)} (found {sorted(map(str, bad))[:3]})"
+            )
+    if "uses" in df.columns:
+        flags = {f.strip() for v in df["uses"].dropna() for f in str(v).split(";") if f.strip()}
+        if flags - set(USES):
+            unknown = sorted(flags - set(USES))[:3]
+            problems.append(f"uses holds flags separated by ';', each one of {', '.join(USES)} (found {unknown})")
     if problems:
         return problems
     dup = df.duplicated(subset=list(KEY), keep=False)
     if dup.any():
         problems.append(f"{int(dup.sum())} rows share the same key ({', '.join(KEY)})")
     for key, g in df.groupby([c for c in KEY if c != "ood_dataset"], sort=False):
+        if g["fpr95_convention"].nunique() > 1:
+            problems.append(
+                f"{key[2]} / {key[3]} ({key[6]}): the OOD sets of one group mix FPR95 conventions; a group mean "
+                f"needs one convention"
+            )
         mean_rows, sets = g[g["ood_dataset"] == GROUP_MEAN], g[g["ood_dataset"] != GROUP_MEAN]
         if len(mean_rows) and len(sets):
             for c in METRICS:
@@ -113,9 +153,25 @@ def validate_reported_file(path: Path, *, suites: Mapping[str, SuiteSpec] | None
         problems = _suite_problems(df, suites)
     if problems:
         return Validation(path, problems, None)
-    df = df[list(COLUMNS)].copy()
-    df["shots"] = df["shots"].astype("int64")
+    return Validation(path, [], as_rows(df, file=path.name))
+
+
+def as_rows(df: pd.DataFrame, *, file: str) -> pd.DataFrame:
+    """Validated CSV rows as the leaderboard reads them: typed, the FPR95 in its convention's column
+    (`fpr95` or `fpr95_ood_positive`, the other NaN), the protocol filled in and the flags as booleans."""
+    out = df[list(COLUMNS)].copy()
+    out["shots"] = out["shots"].astype("int64")
     for c in METRICS + OPTIONAL_METRICS:
-        df[c] = df[c].astype("float64")
-    df["reported_file"] = path.name
-    return Validation(path, [], df)
+        out[c] = out[c].astype("float64")
+    stated = out["fpr95"].copy()
+    for convention, column in CONVENTIONS.items():
+        out[column] = stated.where(out["fpr95_convention"] == convention)
+    inferred = out["shots"].map(lambda k: FEW_SHOT if k > 0 else ZERO_SHOT)
+    given = df["protocol"] if "protocol" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    out["protocol"] = given.where(given.notna(), inferred)
+    flags = df["uses"] if "uses" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    sets = flags.map(lambda v: {f.strip() for f in str(v).split(";")} if isinstance(v, str) else set())
+    out["uses_extra_data"] = sets.map(lambda f: EXTRA_DATA in f).astype(bool)
+    out["uses_language_model"] = sets.map(lambda f: LANGUAGE_MODEL in f).astype(bool)
+    out["reported_file"] = file
+    return out

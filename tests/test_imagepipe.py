@@ -264,8 +264,7 @@ def test_extracted_features_of_photos_stay_close(photos, tmp_path):
     assert torch.nn.functional.cosine_similarity(a, b).min() > 0.999
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu  # `make test-gpu` on a machine with a CUDA device; `make test` deselects it
 def test_nvjpeg_batches_on_the_gpu(photos):
     """nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's: its bound is looser (not yet measured
     on a device when written: the first GPU run of this test settles it)."""

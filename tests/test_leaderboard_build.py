@@ -92,7 +92,17 @@ def test_downloads_hold_the_merged_valid_rows(results, tmp_path):
 
 def _hand_rows() -> pd.DataFrame:
     """zero-shot (1 seed) and a fine-tuned method (2 seeds) on one near and one far set, by hand."""
-    base = {"suite": "s", "backbone": "b", "config_hash": "h", "score": "mcm", "id_acc": 0.5}
+    base = {
+        "suite": "s",
+        "suite_version": 1,
+        "schema_version": 2,
+        "backbone": "b",
+        "config_hash": "h",
+        "score": "mcm",
+        "score_config": '{"T":1.0}',
+        "id_dataset": "id",
+        "id_acc": 0.5,
+    }
     rows = []
     for method, shots, seed, near, far, acc in (
         ("zero_shot", 0, 1, (0.40, 0.80), (0.20, 0.90), 0.70),

@@ -11,7 +11,9 @@ import pytest
 from benchmark.results import read_results, registered_suites, validate_file, validate_frame
 from leaderboard.reported import validate_reported_file
 
-REPORTED_HEADER = "suite,backbone,method,score,shots,ood_group,ood_dataset,fpr95,auroc,id_acc,citation,source\n"
+REPORTED_HEADER = (
+    "suite,backbone,method,score,shots,ood_group,ood_dataset,fpr95,auroc,id_acc,citation,source,fpr95_convention\n"
+)
 
 
 def _set(col, value):
@@ -130,17 +132,35 @@ def test_reported_numbers_in_the_repository_are_valid():
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,42.74,0.9,,Paper,Table 1\n", "outside [0, 1]"),
-        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,0.9,,Paper,Table 1, MCM\n", "quote fields"),
-        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,,,Paper,Table 1\n", "column auroc has empty"),
-        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun,0.4,0.9,,Paper,Table 1\n", "has no OOD set sun (far)"),
-        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,*,0.5,0.9,,Paper,Table 1\n", "differs from the mean"),
-        ("imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,0.9,,,Table 1\n", "column citation has empty"),
+        (
+            "imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,42.74,0.9,,Paper,Table 1,id_positive\n",
+            "outside [0, 1]",
+        ),
+        (
+            "imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,0.9,,Paper,Table 1, MCM,id_positive\n",
+            "quote fields",
+        ),
+        (
+            "imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,,,Paper,Table 1,id_positive\n",
+            "column auroc has empty",
+        ),
+        (
+            "imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun,0.4,0.9,,Paper,Table 1,id_positive\n",
+            "has no OOD set sun (far)",
+        ),
+        (
+            "imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,*,0.5,0.9,,Paper,Table 1,id_positive\n",
+            "differs from the mean",
+        ),
+        (
+            "imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,sun-ood,0.4,0.9,,,Table 1,id_positive\n",
+            "column citation has empty",
+        ),
     ],
 )
 def test_reported_problems(line, message, tmp_path):
     path = tmp_path / "r.csv"
-    good = "imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,places-ood,0.4,0.9,,Paper,Table 1\n"
+    good = "imagenet1k-far,ViT-B-16:openai,zero_shot,mcm,0,far,places-ood,0.4,0.9,,Paper,Table 1,id_positive\n"
     path.write_text(REPORTED_HEADER + good + line)
     check = validate_reported_file(path, suites=registered_suites())
     assert any(message in p for p in check.problems), check.problems
@@ -148,7 +168,7 @@ def test_reported_problems(line, message, tmp_path):
 
 def test_cli_validates_reported_csv(run_cli, tmp_path):
     path = tmp_path / "r.csv"
-    path.write_text(REPORTED_HEADER + 'x,b,m,mcm,0,far,d,0.4,0.9,0.7,"Someone, 2024",Table 2\n')
+    path.write_text(REPORTED_HEADER + 'x,b,m,mcm,0,far,d,0.4,0.9,0.7,"Someone, 2024",Table 2,ood_positive\n')
     code, out, _ = run_cli("validate", path)
     assert code == 0 and "ok" in out
     path.write_text(json.dumps({"not": "csv"}))

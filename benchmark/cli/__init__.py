@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from benchmark.cli import cache, data, leaderboard, listing, runs, sweep
+from benchmark.cli import cache, data, leaderboard, listing, rescore, runs, sweep
 from benchmark.cli.options import err_console
 from benchmark.errors import DEBUG_ENV, OodbenchError, debug_enabled
 
@@ -49,6 +49,7 @@ app.command("list")(listing.list_cmd)
 app.command("show")(listing.show)
 app.command("validate")(leaderboard.validate)
 app.command("reproduce")(leaderboard.reproduce)
+app.command("rescore")(rescore.rescore)
 app.add_typer(data.data_app, name="data")
 cache.cache_app.command("verify")(cache.verify)
 app.add_typer(cache.cache_app, name="cache")

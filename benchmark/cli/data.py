@@ -44,6 +44,7 @@ def check_cmd(
     from rich.text import Text
 
     from benchmark.datacheck import check_classnames, check_dataset, resolve_targets
+    from benchmark.report import keep_names, print_table
     from benchmark.tables import TextTable as Table  # details hold paths from the user's copy: never markup
 
     root = _root(data_root)
@@ -53,7 +54,7 @@ def check_cmd(
         statuses.append(extra)
     table = Table(title=f"{name}: data under {root}")
     for col in ("dataset", "state", "detail"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "dataset")
     seen = set()
     for st in statuses:
         if st.name in seen:
@@ -61,7 +62,7 @@ def check_cmd(
         seen.add(st.name)
         colour = "green" if st.ok else "red"
         table.add_row(st.name, Text(st.state, style=colour), st.detail)
-    console.print(table)
+    print_table(console, keep_names(table))
     bad = [st for st in statuses if not st.ok]
     for st in bad:
         console.print(f"[bold]{escape(st.name)}[/bold] ({st.state}): {escape(st.fix)}", highlight=False)

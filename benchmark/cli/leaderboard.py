@@ -73,12 +73,16 @@ def build(
     cache_dir: SiteCacheOpt = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
-    """Validate every result file and write the static site (works from file:// and any static host)."""
+    """Validate every result file and write the static site (works from file:// and any static host). Parsed
+    files, changes against zero-shot (tested from the per-sample scores) and curves are cached under the cache
+    folder's site/."""
     from benchmark.config import default_cache_dir
     from leaderboard.build import build_site
 
     cache = None if no_cache else (cache_dir or default_cache_dir())
     report = build_site(results_dir=results, out=out, allowed_signers=allowed_signers, cache_dir=cache)
+    for w in report.warnings:
+        err_console.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     for s in report.skipped:
         err_console.print(
             f"[yellow]skipped[/yellow] {escape(s.path)}: {escape('; '.join(s.reasons))}",
@@ -87,7 +91,8 @@ def build(
         )
     console.print(
         f"built {out} from {report.n_files} result file(s): {report.n_entries} entries on {report.n_suites} "
-        f"suite page(s), {len(report.skipped)} file(s) skipped, in {report.seconds:.1f}s. "
+        f"suite page(s), {len(report.skipped)} file(s) skipped, {report.n_compared} change(s) against zero-shot "
+        f"tested ({report.n_cached} from the cache), in {report.seconds:.1f}s. "
         f"Open {out / 'index.html'}.",
         highlight=False,
         soft_wrap=True,

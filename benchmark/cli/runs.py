@@ -65,7 +65,7 @@ def demo(
     from benchmark.backbones import DEMO_BACKBONE
     from benchmark.config import RunKey
     from benchmark.harness import Harness
-    from benchmark.report import delta_table, run_table
+    from benchmark.report import delta_table, print_table, run_table
 
     start = time.perf_counter()
     harness = Harness(progress=progress(progress_bars))
@@ -75,19 +75,20 @@ def demo(
         RunKey(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="zero_shot"), exe, results_dir=results_dir
     )
     console.print(cache_note(zs))
-    console.print(run_table(zs.rows, title="zero-shot CLIP on fmnist-ood"))
+    print_table(console, run_table(zs.rows, title="zero-shot CLIP on fmnist-ood"))
     console.print(f"wrote {zs.path}", highlight=False, markup=False)
     coop = harness.run(
         RunKey(suite="fmnist-ood", backbone=DEMO_BACKBONE, method="coop", shots=16, seed=1),
         exe,
         results_dir=results_dir,
     )
-    console.print(run_table(coop.rows, title="CoOp (16 shots, seed 1) on fmnist-ood"))
+    print_table(console, run_table(coop.rows, title="CoOp (16 shots, seed 1) on fmnist-ood"))
     console.print(cache_note(coop))
     trained = f", CoOp trained in {coop.seconds['fit']:.1f}s on cached features" if "fit" in coop.seconds else ""
     console.print(f"wrote {coop.path}{trained}", highlight=False, markup=False)
-    console.print(
-        delta_table(zs.rows, coop.rows, title="How fine-tuning changed OOD detection: CoOp 16-shot minus zero-shot")
+    print_table(
+        console,
+        delta_table(zs.rows, coop.rows, title="How fine-tuning changed OOD detection: CoOp 16-shot minus zero-shot"),
     )
     console.print(f"demo finished in {time.perf_counter() - start:.1f}s")
 
@@ -129,7 +130,7 @@ def run(
     and, beside it, the per-sample scores."""
     from benchmark.config import RunKey
     from benchmark.harness import Harness
-    from benchmark.report import run_table
+    from benchmark.report import print_table, run_table
 
     load_method_file(method_file)
     key = RunKey(
@@ -156,7 +157,7 @@ def run(
     if result.path is None:  # a torchrun rank other than 0: rank 0 wrote and reports the rows
         return
     console.print(cache_note(result))
-    console.print(run_table(result.rows, title=f"{method} on {suite} ({backbone}, shots={shots}, seed={seed})"))
+    print_table(console, run_table(result.rows, title=f"{method} on {suite} ({backbone}, shots={shots}, seed={seed})"))
     if result.not_applicable:
         console.print(f"not applicable to {method}: {', '.join(result.not_applicable)}", highlight=False, markup=False)
     side = f" and {result.scores_path.name}" if result.scores_path else ""

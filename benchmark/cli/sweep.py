@@ -225,7 +225,7 @@ def sweep(
     --config key=value applies to every listed method that has the key; a key repeated with several values
     (--config alpha=0 --config alpha=0.5) runs each value. With --executor slurm the runs become one Slurm job
     array; run the same command again to resubmit what failed, or add --status to see where it stands."""
-    from benchmark.report import seed_summary_table
+    from benchmark.report import print_table, seed_summary_table
     from benchmark.sweep import plan, run_sweep
 
     if executor not in EXECUTORS:
@@ -299,5 +299,5 @@ def sweep(
     )
     rows = result.rows()
     if not rows.empty:
-        console.print(seed_summary_table(rows, title=f"{suite} on {backbone}"))
+        print_table(console, seed_summary_table(rows, title=f"{suite} on {backbone}"))
     console.print(f"{len(result.ran)} runs written, {len(result.skipped)} already present; {result.seconds:.1f}s")

@@ -1,4 +1,5 @@
-// oodbench leaderboard: sortable, filterable tables and plot selection. No dependencies, no network.
+// oodbench leaderboard: sortable, filterable tables, plot, summary and heatmap selection, the FPR95 convention
+// switch. No dependencies, no network.
 (function () {
   "use strict";
 
@@ -75,7 +76,50 @@
     apply();
   }
 
+  // FPR95 convention: the body's data-convention shows one convention's columns and charts (CSS hides the other)
+  function setupConvention() {
+    var radios = document.querySelectorAll('input[name="convention"]');
+    if (!radios.length) return;
+    var apply = function () {
+      var chosen = document.querySelector('input[name="convention"]:checked');
+      document.body.setAttribute("data-convention", chosen ? chosen.value : "id");
+    };
+    Array.prototype.forEach.call(radios, function (r) { r.addEventListener("change", apply); });
+    apply();
+  }
+
+  // Show the elements whose data-<key> equal every control's value (an empty value matches all).
+  function linkControls(attribute, selector) {
+    var selects = document.querySelectorAll("select[" + attribute + "]");
+    if (!selects.length) return;
+    var apply = function () {
+      Array.prototype.forEach.call(document.querySelectorAll(selector), function (el) {
+        el.hidden = !Array.prototype.every.call(selects, function (s) {
+          return s.value === "" || el.getAttribute("data-" + s.getAttribute(attribute)) === s.value;
+        });
+      });
+    };
+    Array.prototype.forEach.call(selects, function (s) { s.addEventListener("change", apply); });
+    apply();
+  }
+
+  function setupEntryScores() {
+    var select = document.querySelector("select[data-entry-score]");
+    if (!select) return;
+    var apply = function () {
+      Array.prototype.forEach.call(document.querySelectorAll("section.score-block"), function (b) {
+        b.hidden = b.getAttribute("data-score-index") !== select.value;
+      });
+    };
+    select.addEventListener("change", apply);
+    apply();
+  }
+
   Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), makeSortable);
   setupFilters();
   setupPlots();
+  setupConvention();
+  linkControls("data-summary", "tbody.summary-group");
+  linkControls("data-heatmap", "figure.heatmap");
+  setupEntryScores();
 })();
