@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from benchmark.backbones import DEMO_BACKBONE, Backbone, load_backbone
-from benchmark.config import PRECISIONS
+from benchmark.config import DEFAULT_EXECUTION, PRECISIONS
 from benchmark.data import load_dataset
 from benchmark.datacheck import prepare_dataset
 from benchmark.datasets import DatasetSpec, ImageListSource
@@ -178,7 +178,7 @@ def measure(backbone: Backbone, dataset, *, args, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
+    parser.add_argument("--precision", default=DEFAULT_EXECUTION.precision, choices=list(PRECISIONS))
     parser.add_argument("--images", type=int, default=48, help="images per backbone (demo: 8x this)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)

@@ -209,6 +209,13 @@ def check_declaration(name: str, method: type[Method]) -> None:
     unknown = set(method.family_defaults) - set(FAMILIES)
     if unknown:
         problems.append(f"family_defaults keys must be suite families {FAMILIES}, not {sorted(unknown)}")
+    if not problems:
+        unbounded = unbounded_fields(method.Config)
+        if unbounded:
+            problems.append(
+                f"every numeric Config field needs bounds, param(default, low=..., high=...) or choices; "
+                f"{unbounded} have none"
+            )
     if problems:
         raise OodbenchError(
             f"Method {name!r} ({method.__module__}.{method.__name__}) is declared wrongly: " + "; ".join(problems) + "."
@@ -265,10 +272,36 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise OodbenchError(f"Config key {key!r} has a type oodbench cannot read from --config ({_type_name(tp)}).")
 
 
+MAX_CONFIG_TEXT = 1000  # characters of one text value of a config (a prompt, a template, a hash)
+MAX_CONFIG_ITEMS = 64  # values in one tuple-valued config field
+
+
+def unbounded_fields(config_cls: type[MethodConfig]) -> list[str]:
+    """The numeric fields (int or float, not bool) of a Config that declare neither both bounds nor choices."""
+    out = []
+    for name, (tp, f) in config_fields(config_cls).items():
+        numeric = tp in (int, float) or (
+            typing.get_origin(tp) is tuple and set(typing.get_args(tp)) <= {int, float, ...}
+        )
+        if (
+            numeric
+            and not f.metadata.get("choices")
+            and (f.metadata.get("low") is None or f.metadata.get("high") is None)
+        ):
+            out.append(name)
+    return out
+
+
 def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices") or ()
     values = value if isinstance(value, tuple) else (value,)
+    if isinstance(value, tuple) and len(value) > MAX_CONFIG_ITEMS:
+        raise OodbenchError(f"Config key {key!r} has {len(value)} values; at most {MAX_CONFIG_ITEMS} are allowed.")
     for v in values:
+        if isinstance(v, str) and len(v) > MAX_CONFIG_TEXT:
+            raise OodbenchError(
+                f"Config key {key!r} is {len(v):,} characters long; at most {MAX_CONFIG_TEXT} are allowed."
+            )
         if choices and v not in choices:
             raise OodbenchError(f"Config key {key!r} must be one of {list(choices)}, got {v!r}.")
         if isinstance(v, (int, float)) and not isinstance(v, bool):

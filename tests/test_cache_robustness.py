@@ -191,3 +191,25 @@ def test_a_cache_made_read_only_after_features_were_cached_still_gives_the_resul
     key = ["score", "score_config", "ood_dataset"]
     merged = ours.merge(theirs, on=key, suffixes=("", "_ref"))
     assert len(merged) == len(ours) and np.allclose(merged["auroc"], merged["auroc_ref"], atol=1e-6)
+
+
+# ---------------------------------------------------------------- item 15: the text-feature cache in a run
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong shape"])
+def test_a_damaged_text_feature_cache_is_encoded_again_with_a_warning(cache, tmp_path, demo_run, damage):
+    """A run whose text-feature cache file is garbled warns, encodes the prompts again, rewrites the file and
+    gives the same numbers as the run with an intact cache."""
+    (text,) = sorted(cache.glob("text/*.npy"))
+    intact = np.load(text)
+    if damage == "truncated":
+        text.write_bytes(text.read_bytes()[:40])
+    else:
+        np.save(text, intact[:2])
+    out = tmp_path / "results" / "run.parquet"
+    result, messages = _run(cache, out, reuse_outputs=False)
+    assert any("text-feature cache" in m and "encoding the prompts again" in m for m in messages), messages
+    assert np.array_equal(np.load(text), intact)  # rewritten whole
+    ours, theirs = read_results(out), read_results(demo_run["file"])
+    merged = ours.merge(theirs, on=["score", "score_config", "ood_dataset"], suffixes=("", "_ref"))
+    assert len(merged) == len(ours) and np.allclose(merged["auroc"], merged["auroc_ref"], atol=1e-6)

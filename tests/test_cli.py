@@ -207,3 +207,17 @@ def test_help_everywhere(command):
         [sys.executable, "-m", "benchmark.cli", *command, "--help"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0 and "Usage" in out.stdout
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**70)])
+def test_a_bad_seed_is_one_clear_error_from_run_and_sweep(run_cli, tmp_path, seed):
+    """Issue 14 item 13 through the command line: no traceback, the range named, nothing written."""
+    common = ["--suite", "fmnist-ood", "--backbone", "oodbench-tiny-fmnist:demo"]
+    for args in (
+        ["run", *common, "--method", "coop", "--shots", "4", "--seed", seed, "--results-dir", tmp_path],
+        ["sweep", *common, "--methods", "coop", "--shots", "4", "--seeds", seed, "--results-dir", tmp_path],
+    ):
+        code, out, err = run_cli(*args)
+        assert code != 0 and "--seed must be a whole number from 0 to 4294967295" in out + err, (out, err)
+        assert "Traceback" not in out + err
+    assert not any(tmp_path.iterdir())

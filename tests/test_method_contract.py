@@ -24,12 +24,15 @@ from methods import METHODS, SCORES, load_methods
 from methods.base import (
     FeatureBatch,
     FitData,
+    Method,
+    MethodConfig,
     MethodContext,
     MethodOutput,
     canonical_config,
     fits_split,
     make_config,
     tunes_encoders,
+    unbounded_fields,
 )
 from methods.scores import ScoreInput, score_spec
 
@@ -534,6 +537,33 @@ def test_config_bounds_and_types_are_checked_before_any_work():
     with pytest.raises(OodbenchError, match="takes true/false"):
         make_config(METHODS.get("tip_adapter"), {"search": "yes"})
     assert make_config(coop, {"lr": 1}).lr == 1.0  # an int where a float is expected is fine
+    with pytest.raises(OodbenchError, match="at most 1000 are allowed"):
+        make_config(coop, {"ctx_init": "a photo of " * 200})  # text has a length bound too
+    with pytest.raises(OodbenchError, match="at most 64 are allowed"):
+        make_config(METHODS.get("gallop"), {"topk": tuple(range(1, 66))})  # a variable-length field
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_numeric_config_field_declares_its_bounds(name):
+    assert unbounded_fields(METHODS.get(name).Config) == []
+
+
+def test_a_method_with_an_unbounded_numeric_field_is_refused_at_registration():
+    @dataclasses.dataclass(frozen=True)
+    class Config(MethodConfig):
+        steps: int = 10  # no param(..., low=, high=)
+
+    class Unbounded(Method):
+        protocol = "zero-shot"
+        paper = "nobody"
+
+        def predict(self, batch):  # pragma: no cover - never run
+            raise NotImplementedError
+
+    Unbounded.Config = Config
+    with pytest.raises(OodbenchError, match=r"every numeric Config field needs bounds.*\['steps'\]"):
+        with METHODS.temporarily("unbounded", Unbounded):
+            pass
 
 
 # ---------------------------------------------------------------- methods that tune the encoders

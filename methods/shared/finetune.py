@@ -93,7 +93,7 @@ def encode_class_texts(
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("warmup_cosine", "cosine")
-PRECISIONS = ("bf16", "fp32")
+TRAIN_PRECISIONS = ("bf16", "fp32")  # bf16 autocast on CUDA; a CPU trains in fp32
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,8 @@ class TrainConfig:
             problems.append(f"optimizer={self.optimizer!r} (one of {OPTIMIZERS})")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule={self.schedule!r} (one of {SCHEDULES})")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision={self.precision!r} (one of {PRECISIONS})")
+        if self.precision not in TRAIN_PRECISIONS:
+            problems.append(f"precision={self.precision!r} (one of {TRAIN_PRECISIONS})")
         if self.warmup_steps < 0 or self.steps_per_tick < 1:
             problems.append(f"warmup_steps={self.warmup_steps}, steps_per_tick={self.steps_per_tick}")
         if self.micro_batch is not None and self.micro_batch < 1:

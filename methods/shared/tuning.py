@@ -21,6 +21,7 @@ from benchmark.tuned import TunedWeights
 from methods.base import EncoderTuner, FitData, MethodConfig, l2_normalize, param
 from methods.shared.augment import AUGMENTATIONS, augment_batch, backbone_transform
 from methods.shared.finetune import (
+    TRAIN_PRECISIONS,
     ClassificationHead,
     ImageClassifier,
     TrainConfig,
@@ -34,7 +35,6 @@ WISE_FT_PAPER = (
     "Robust fine-tuning of zero-shot models. CVPR 2022."
 )
 HEAD = "head."  # prefix of a method's own tensors in shipped weights (the open_clip model has no `head`)
-TRAIN_PRECISIONS = ("bf16", "fp32")
 
 
 def not_fitted(method: EncoderTuner) -> OodbenchError:
