@@ -68,6 +68,9 @@ class Reproduction:
 
 def run_key_from_rows(rows: pd.DataFrame) -> RunKey:
     """The RunKey that reproduces one run (rows of one run_id), built only from its recorded fields."""
+    from methods import load_methods
+
+    load_methods()  # scores that methods register (neglabel, adaneg, ...) are named in the rows too
     first = rows.iloc[0]
     if "score_config" in rows.columns:
         pairs = rows[["score", "score_config"]].drop_duplicates().itertuples(index=False)

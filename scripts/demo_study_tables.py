@@ -59,6 +59,10 @@ def load(results: Path) -> pd.DataFrame:
         rows["file"] = str(path)
         frames.append(rows[rows["suite"] == SUITE])
     rows = pd.concat(frames, ignore_index=True)
+    for column, missing in (("score_config", "{}"), ("scores_sha256", ""), ("fit_seconds", np.nan)):
+        if column not in rows:  # files of result schema 1
+            rows[column] = missing
+    rows["predict_seconds"] = rows.get("predict_seconds", np.nan)
     rows["score_label"] = [score_display(s, c)[0] for s, c in zip(rows["score"], rows["score_config"], strict=True)]
     return rows
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,19 @@ def test_records_are_validated(tmp_path):
     (tmp_path / "abcdefgh.json").write_text(json.dumps({"format": "oodbench-verification/1"}))
     records, bad = read_verifications(tmp_path)
     assert records == [] and bad and bad[0][0].name == "abcdefgh.json"
+
+
+def test_an_entry_scored_by_a_method_registered_score_gives_its_run_key_in_a_fresh_process():
+    """`oodbench reproduce` on a NegLabel entry: its rows name the `neglabel` score, which the neglabel module
+    registers, so building the run key must load the methods first (in a fresh process nothing has)."""
+    import subprocess
+    import sys
+
+    entry = next((Path(__file__).parents[1] / "results" / "neglabel").glob("*[0-9a-f].parquet"))
+    code = (
+        "import sys; from benchmark.reproduce import run_key_from_rows; from benchmark.results import read_results; "
+        "print(run_key_from_rows(read_results(sys.argv[1])).scores)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(entry)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "neglabel" in out.stdout and "mcm" in out.stdout

@@ -338,3 +338,37 @@ def test_injected_markup_stays_text(site, browser):
         _ = browser.switch_to.alert.text
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 1
     assert _errors(browser) == []
+
+
+@pytest.fixture(scope="module")
+def demo_site(tmp_path_factory) -> Path:
+    """The site of the committed demo study (results/), as `oodbench leaderboard build` makes it."""
+    root = tmp_path_factory.mktemp("demo-site")
+    build_site(results_dir=REPO / "results", out=root / "site", cache_dir=root / "cache")
+    return root / "site"
+
+
+def test_the_committed_demo_study_shows_its_significant_changes(demo_site, browser):
+    """The summary and the heatmap of the committed demo study: every measured method is ranked, the heatmap
+    at 16 shots colours the changes whose interval excludes zero and greys the others, and the verified demo
+    entries carry their mark. Screenshots: test-artifacts/demo-summary.png and demo-heatmap.png."""
+    from selenium.webdriver.common.by import By
+
+    from benchmark.results import read_results, result_files
+
+    _open(browser, _suite(demo_site))
+    methods = {read_results(f)["method"].iloc[0] for f in result_files(REPO / "results")} - {"zero_shot"}
+    ranked = {r.get_attribute("data-method") for r in browser.find_elements(By.CSS_SELECTOR, "#summary tr.ranked")}
+    assert ranked == methods
+    browser.execute_script("document.getElementById('summary').scrollIntoView()")
+    _screenshot(browser.find_element(By.ID, "summary"), "demo-summary.png")
+
+    (figure,) = _shown(browser, "figure.heatmap")
+    assert figure.get_attribute("data-shots") == "16"
+    cells = figure.find_elements(By.CSS_SELECTOR, "td.cell:not(.empty)")
+    classes = [set(c.get_attribute("class").split()) for c in cells]
+    assert sum("sig" in c for c in classes) > 0 and sum("ns" in c for c in classes) > 0
+    browser.execute_script("arguments[0].scrollIntoView()", figure)
+    _screenshot(figure, "demo-heatmap.png")
+    assert browser.find_elements(By.CSS_SELECTOR, ".badge.verified")
+    assert _errors(browser) == []
