@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import METHODS, FeatureBatch, FitData, MethodOutput, param
+from methods.base import METHODS, FitData, param
+from methods.full_ft import FullFinetune
 from methods.shared.finetune import wise_ft_interpolate
-from methods.shared.training import head_output
-from methods.shared.tuning import FINETUNE_FAMILIES, HEAD, WISE_FT_PAPER, FinetuneConfig, HeadTuner, encoder_tensors
+from methods.shared.tuning import HEAD, FinetuneConfig, encoder_tensors
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,11 @@ class WiseFtConfig(FinetuneConfig):
 
 
 @METHODS.register("wise_ft")
-class WiseFt(HeadTuner):
+class WiseFt(FullFinetune):
+    """full_ft's fine-tuning (the same cached stage), then the weights interpolated with zero-shot CLIP's."""
+
     Config = WiseFtConfig
     name = "wise_ft"
-    paper = WISE_FT_PAPER
-    family_defaults = FINETUNE_FAMILIES
-
-    def prepare_head(self) -> None:
-        self.init_zero_shot(self.config.templates)
 
     def fit(self, data: FitData) -> None:
         self.prepare_head()
@@ -39,6 +36,3 @@ class WiseFt(HeadTuner):
         zero_shot.update({HEAD + k: v.detach().to("cpu", copy=True) for k, v in self.zero_shot.state_dict().items()})
         finetuned = {k: v.to("cpu") for k, v in self.finetuned(data, self.config).items()}
         self.apply_tensors(wise_ft_interpolate(zero_shot, finetuned, alpha=self.config.alpha))
-
-    def predict(self, batch: FeatureBatch) -> MethodOutput:
-        return head_output(self.logits, batch, logit_scale=self.ctx.backbone.logit_scale)

@@ -67,9 +67,9 @@ BASE = """
     @dataclass(frozen=True)
     class AConfig(MethodConfig):
         lr: float = param(0.001 * SCALE, low=0.0, high=1.0)
-        sizes: tuple[int, ...] = (1, 2)
+        sizes: tuple[int, ...] = param((1, 2), low=1, high=64)
         name: str = "a" " b"
-        negative: int = -3
+        negative: int = param(-3, low=-10, high=10)
         ignored: ClassVar[int] = 5
         listy: tuple = field(default_factory=tuple)
 
@@ -97,7 +97,7 @@ CHILD = """
     @dataclass(frozen=True)
     class BConfig(AConfig):
         epochs: int = param(5, low=1, high=9)
-        lr: float = 0.25  # overrides keep the base field's place
+        lr: float = param(0.25, low=0.0, high=1.0)  # overrides keep the base field's place
 
     @METHODS.register("static_b")
     class B(A):
@@ -169,8 +169,9 @@ def test_the_reader_follows_bases_across_modules_without_importing(tmp_path, mon
 @pytest.mark.parametrize(
     ("declaration", "why", "value"),
     [
-        ("lr: float = compute_lr()", "function dynpkg.gamma.compute_lr", 0.125),
-        ("lr: float = numpy.e", "import numpy", 2.718281828459045),  # a third-party import stands in for torch
+        ("lr: float = param(compute_lr(), low=0.0, high=9.0)", "function dynpkg.gamma.compute_lr", 0.125),
+        # a third-party import stands in for torch
+        ("lr: float = param(numpy.e, low=0.0, high=9.0)", "import numpy", 2.718281828459045),
     ],
 )
 def test_what_the_reader_cannot_evaluate_is_imported_never_guessed(tmp_path, monkeypatch, declaration, why, value):
@@ -178,7 +179,7 @@ def test_what_the_reader_cannot_evaluate_is_imported_never_guessed(tmp_path, mon
         from __future__ import annotations
         from dataclasses import dataclass
         import numpy
-        from methods.base import METHODS, Method, MethodConfig
+        from methods.base import METHODS, Method, MethodConfig, param
 
         def compute_lr():
             return 0.125

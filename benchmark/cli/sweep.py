@@ -253,6 +253,16 @@ def sweep(
         save_weights=save_weights,
     )
     single, grid = parse_config_grid(config)
+    grid_args = dict(  # what plan() and run_sweep() both take: the runs of the sweep
+        suite=suite,
+        backbone=backbone,
+        methods=split_csv(methods) or [],
+        shots=_ints(shots, "--shots"),
+        seeds=_ints(seeds, "--seeds"),
+        scores=split_csv(scores),
+        config=single,
+        grid=grid,
+    )
     if executor == "slurm" or status:
         options = ClusterOptions(
             log_dir=log_dir,
@@ -268,30 +278,14 @@ def sweep(
             prefetch=prefetch,
             cluster=os.environ.get(CLUSTER_ENV, "slurm"),
         )
-        runs = plan(
-            suite=suite,
-            backbone=backbone,
-            methods=split_csv(methods) or [],
-            shots=_ints(shots, "--shots"),
-            seeds=_ints(seeds, "--seeds"),
-            scores=split_csv(scores),
-            config=single,
-            grid=grid,
-        )
+        runs = plan(**grid_args)
         if status:
             _print_status(runs, results_dir=results_dir, options=options, title=f"{suite} on {backbone}")
         else:
             _submit(runs, execution=exe, results_dir=results_dir, options=options, method_file=method_file)
         return
     result = run_sweep(
-        suite=suite,
-        backbone=backbone,
-        methods=split_csv(methods) or [],
-        shots=_ints(shots, "--shots"),
-        seeds=_ints(seeds, "--seeds"),
-        scores=split_csv(scores),
-        config=single,
-        grid=grid,
+        **grid_args,
         results_dir=results_dir,
         execution=exe,
         progress=progress(progress_bars),
