@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from benchmark.hashing import sha256_file
-from benchmark.records import RECORD_FORMAT, read_verifications, record_name
+from benchmark.records import read_verifications, record_name
 from benchmark.results import read_results, scores_path, write_results
 from benchmark.signing import NAMESPACE, sign_record
 from leaderboard.build import build_site
 from leaderboard.collect import collect
+from tests.records import verification_record, write_verification
 
 REPO = Path(__file__).parents[1]
 REVIEWER = "reviewer@example.org"
@@ -43,39 +44,6 @@ def board(tmp_path, demo_run) -> dict:
     return {"root": root, "target": target, "reviewer": reviewer, "stranger": stranger}
 
 
-def _record(target: Path, *, status: str = "verified", sha: str | None = None, **over) -> dict:
-    return {
-        "format": RECORD_FORMAT,
-        "run_id": read_results(target)["run_id"].iloc[0],
-        "status": status,
-        "entry_file": target.name,
-        "entry_sha256": sha or sha256_file(target),
-        "tolerance": 0.005,
-        "max_abs_diff": 0.0 if status == "verified" else 0.2,
-        "compared": 192,
-        "mismatches": [] if status == "verified" else [{"metric": "auroc", "abs_diff": 0.2}],
-        "warnings": [],
-        "checked_at": "2026-01-01T00:00:00+00:00",
-        "reproduced": {
-            "run_id": "0123456789abcdef",
-            "oodbench_version": "0.1.0",
-            "git_commit": "",
-            "device": "cpu",
-            "precision": "fp32",
-            "package_versions": {"torch": "2"},
-        },
-        **over,
-    }
-
-
-def _write(root: Path, record: dict) -> Path:
-    folder = root / "verifications"
-    folder.mkdir(exist_ok=True)
-    path = folder / record_name(entry_sha256=record["entry_sha256"], run_id=record["run_id"])
-    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return path
-
-
 def _verdict(board: dict) -> dict:
     inputs = collect(board["root"])
     run_id = read_results(board["target"])["run_id"].iloc[0]
@@ -87,7 +55,7 @@ def _suite_page(site: Path) -> str:
 
 
 def test_only_a_listed_reviewers_signature_over_the_current_file_earns_the_mark(board, tmp_path):
-    path = _write(board["root"], _record(board["target"]))
+    path = write_verification(board["root"], verification_record(board["target"]))
     v = _verdict(board)
     assert v["status"] == "unverified" and v["reason"].startswith("unsigned") and v["record"] is None  # self-written
     sign_record(path, key=board["stranger"])
@@ -108,7 +76,7 @@ def test_only_a_listed_reviewers_signature_over_the_current_file_earns_the_mark(
 
 
 def test_an_edited_record_or_an_edited_file_loses_the_mark(board):
-    path = _write(board["root"], _record(board["target"]))
+    path = write_verification(board["root"], verification_record(board["target"]))
     sign_record(path, key=board["reviewer"])
     path.write_text(path.read_text().replace('"compared": 192', '"compared": 193'))
     v = _verdict(board)
@@ -122,7 +90,7 @@ def test_an_edited_record_or_an_edited_file_loses_the_mark(board):
 
 
 def test_a_signed_mismatch_is_shown_an_unsigned_one_is_not(board):
-    path = _write(board["root"], _record(board["target"], status="mismatch"))
+    path = write_verification(board["root"], verification_record(board["target"], status="mismatch"))
     assert _verdict(board)["status"] == "unverified"  # anyone could write it to smear an entry
     sign_record(path, key=board["reviewer"])
     v = _verdict(board)
@@ -130,9 +98,9 @@ def test_a_signed_mismatch_is_shown_an_unsigned_one_is_not(board):
 
 
 def test_a_malformed_record_is_skipped_with_its_reason_and_the_build_does_not_crash(board, tmp_path):
-    path = _write(board["root"], _record(board["target"], reproduced={}))
+    path = write_verification(board["root"], verification_record(board["target"], reproduced={}))
     sign_record(path, key=board["reviewer"])  # even signed: a record the page cannot show is not used
-    _write(board["root"], {"run_id": "x"} | {"entry_sha256": "0" * 64})
+    write_verification(board["root"], {"run_id": "x"} | {"entry_sha256": "0" * 64})
     report = build_site(results_dir=board["root"], out=tmp_path / "site")
     skipped = {s.path: " ".join(s.reasons) for s in report.skipped}
     assert "reproduced.device" in skipped[f"verifications/{path.name}"]
@@ -142,7 +110,7 @@ def test_a_malformed_record_is_skipped_with_its_reason_and_the_build_does_not_cr
 
 
 def test_a_record_named_by_run_id_only_is_skipped_with_the_name_to_use(board):
-    record = _record(board["target"])
+    record = verification_record(board["target"])
     folder = board["root"] / "verifications"
     folder.mkdir()
     (folder / f"{record['run_id']}.json").write_text(json.dumps(record))

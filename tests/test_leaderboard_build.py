@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from benchmark.errors import OodbenchError
-from benchmark.hashing import sha256_file
-from benchmark.records import RECORD_FORMAT, record_name
+from benchmark.records import record_name
 from benchmark.results import read_results, scores_path
 from leaderboard.aggregate import add_zero_shot_deltas, measured_entries
 from leaderboard.build import build_site
+from tests.records import verification_record
 
 EVIL = "<script>alert(1)</script>"
 REPO = Path(__file__).parents[1]
@@ -159,27 +159,7 @@ def test_deltas_are_shown_in_points_with_better_and_worse_marked(results, tmp_pa
 def test_verified_runs_are_marked_and_stale_records_are_not(results, tmp_path):
     target = results / "coop" / "k4-s1.parquet"
     run_id = read_results(target)["run_id"].iloc[0]
-    record = {
-        "format": RECORD_FORMAT,
-        "run_id": run_id,
-        "status": "verified",
-        "entry_file": target.name,
-        "entry_sha256": sha256_file(target),
-        "tolerance": 0.005,
-        "max_abs_diff": 0.0,
-        "compared": 140,
-        "mismatches": [],
-        "warnings": [],
-        "checked_at": "2026-01-01T00:00:00+00:00",
-        "reproduced": {
-            "run_id": "0123456789abcdef",
-            "oodbench_version": "0.1.0",
-            "git_commit": "",
-            "device": "cpu",
-            "precision": "fp32",
-            "package_versions": {},
-        },
-    }
+    record = verification_record(target, compared=140)
     (results / "verifications").mkdir()
     name = record_name(entry_sha256=record["entry_sha256"], run_id=run_id)
     (results / "verifications" / name).write_text(json.dumps(record))

