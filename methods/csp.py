@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from methods.base import METHODS, MethodConfig, param
 from methods.neglabel import LEXICOGRAPHER_NAMES, NegLabel, mine_pool
-from methods.shared.negative_labels import NegativeLabels, candidates
+from methods.shared.negative_labels import NegativeLabels
 from methods.shared.negatives import conjugated_phrases, prompts
-from methods.shared.wordnet import CSP_EXCLUDED, vocabulary
+from methods.shared.wordnet import CSP_EXCLUDED
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,7 @@ class CSP(NegLabel):
 
     def mine(self) -> NegativeLabels:
         c = self.config
-        vocab = vocabulary(exclude=c.excluded_files)
-        nouns, adjectives = candidates(
-            vocab, classnames=self.ctx.classnames, drop_classnames=c.drop_id_classnames, limit=c.max_candidates
-        )
+        vocab, nouns, adjectives = self.candidate_words()
         p = prompts(c.prompt_set)
         phrases = conjugated_phrases(adjectives=adjectives, superclasses=p["superclass"], seed=c.superclass_seed)
         return mine_pool(

@@ -34,7 +34,7 @@ from methods.shared.negatives import (
     mine_negatives,
     prompts,
 )
-from methods.shared.wordnet import LEXICOGRAPHER_FILES, NEGLABEL_EXCLUDED, vocabulary
+from methods.shared.wordnet import LEXICOGRAPHER_FILES, NEGLABEL_EXCLUDED, Vocabulary, vocabulary
 
 LEXICOGRAPHER_NAMES = tuple(LEXICOGRAPHER_FILES.values())
 SCORE_CHUNK = 8192  # images per block of the grouped score (keeps float64 copies of the logits small)
@@ -132,12 +132,18 @@ class NegLabel(Method):
         self.negatives = self.mine()
         check_pin(self.negatives, expected=config.negatives_sha256, method=type(self).__name__)
 
-    def mine(self) -> NegativeLabels:
+    def candidate_words(self) -> tuple[Vocabulary, list[str], list[str]]:
+        """The WordNet vocabulary without the excluded files, and its candidate nouns and adjectives (CSP too)."""
         c = self.config
         vocab = vocabulary(exclude=c.excluded_files)
         nouns, adjectives = candidates(
             vocab, classnames=self.ctx.classnames, drop_classnames=c.drop_id_classnames, limit=c.max_candidates
         )
+        return vocab, nouns, adjectives
+
+    def mine(self) -> NegativeLabels:
+        c = self.config
+        vocab, nouns, adjectives = self.candidate_words()
         p = prompts(c.prompt_set)
         return mine_pool(
             self,
