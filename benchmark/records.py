@@ -123,11 +123,7 @@ def validate_record(record: object) -> list[str]:
         problems += _fields(record["reproduced"], REPRODUCED_FIELDS, "reproduced.")
     if problems:
         return problems
-    problems += _fields(
-        {k: v for k, v in record.items() if k in OPTIONAL_FIELDS},
-        {k: t for k, t in OPTIONAL_FIELDS.items() if k in record},
-        "",
-    )
+    problems += _fields(record, {k: t for k, t in OPTIONAL_FIELDS.items() if k in record}, "")
     if isinstance(record.get("weights"), dict) and record["weights"].get("mode") not in WEIGHT_MODES:
         problems.append(f"field 'weights.mode' must be one of {', '.join(WEIGHT_MODES)}")
     unknown = sorted(set(record) - set(RECORD_FIELDS) - set(OPTIONAL_FIELDS))

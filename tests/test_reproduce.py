@@ -116,3 +116,16 @@ def test_an_entry_scored_by_a_method_registered_score_gives_its_run_key_in_a_fre
     out = subprocess.run([sys.executable, "-c", code, str(entry)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "neglabel" in out.stdout and "mcm" in out.stdout
+
+
+def test_the_optional_weights_field_of_a_record_is_validated(demo_run):
+    """How an encoder-tuning entry's weights were checked is optional; when present it is an object whose mode
+    is shipped, refit or none."""
+    from tests.records import verification_record
+
+    record = verification_record(demo_run["file"])
+    assert validate_record(record) == []
+    assert validate_record(record | {"weights": {"mode": "refit"}}) == []
+    assert "field 'weights' must be a dict" in validate_record(record | {"weights": "shipped"})
+    assert any("weights.mode" in p for p in validate_record(record | {"weights": {"mode": "guessed"}}))
+    assert any("unknown fields 'extra'" in p for p in validate_record(record | {"extra": 1}))
